@@ -1,0 +1,1 @@
+"""Composition root: the `fastdistill` CLI wires services (steps) to the shared runtime."""

@@ -1,0 +1,1 @@
+"""The FastDistill step catalogue: one sub-package per step, each a pure `Step` plus its params."""

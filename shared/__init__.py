@@ -1,0 +1,1 @@
+"""Code every service uses: the step contract, the Kafka runtime, serdes, config, metrics."""
