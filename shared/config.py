@@ -1,0 +1,89 @@
+"""Settings read from the environment (pydantic-settings); secrets stay `SecretStr`.
+
+Kafka security options are passed through to librdkafka unchanged, so any SASL mechanism
+or TLS layout librdkafka supports works without code here knowing about it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseSettings):
+    """Connection to the cluster (env `KAFKA_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    ssl_key_password: SecretStr | None = None
+    ssl_endpoint_identification_algorithm: str | None = None
+    #: Any further librdkafka properties as a JSON object, e.g. '{"client.rack": "a"}'.
+    extra: str = "{}"
+    session_timeout_ms: int = 10_000
+    transaction_timeout_ms: int = 15_000
+
+    def client_conf(self) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl.mechanism": self.sasl_mechanism,
+            "sasl.username": self.sasl_username,
+            "sasl.password": self.sasl_password.get_secret_value() if self.sasl_password else None,
+            "ssl.ca.location": self.ssl_ca_location,
+            "ssl.certificate.location": self.ssl_certificate_location,
+            "ssl.key.location": self.ssl_key_location,
+            "ssl.key.password": self.ssl_key_password.get_secret_value() if self.ssl_key_password else None,
+            "ssl.endpoint.identification.algorithm": self.ssl_endpoint_identification_algorithm,
+        }
+        conf.update({k: v for k, v in optional.items() if v is not None})
+        conf.update(json.loads(self.extra))
+        return conf
+
+
+class RegistrySettings(BaseSettings):
+    """Confluent Schema Registry (env `SCHEMA_REGISTRY_*`); unset URL = single-object encoding."""
+
+    model_config = SettingsConfigDict(env_prefix="SCHEMA_REGISTRY_", extra="ignore")
+
+    url: str | None = None
+    basic_auth_user_info: SecretStr | None = None
+
+    def client(self) -> Any:
+        if not self.url:
+            return None
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        conf: dict[str, Any] = {"url": self.url}
+        if self.basic_auth_user_info:
+            conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
+        return SchemaRegistryClient(conf)
+
+
+class ServiceSettings(BaseSettings):
+    """One service instance (env `FD_*`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FD_", extra="ignore")
+
+    pipeline: str = "examples/text2sql/pipeline.yaml"
+    instance_id: str = Field(default_factory=socket.gethostname)
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 9100
+    #: How often completed work is committed (one Kafka transaction).
+    commit_interval_ms: int = 100
+    #: Grace period on SIGTERM for rows already in flight.
+    shutdown_grace_s: float = 10.0
+    log_level: str = "INFO"

@@ -1,0 +1,127 @@
+"""Avro serdes: Avro single-object encoding resolved from `schemas/`, or Confluent Schema
+Registry wire format when a registry URL is configured.
+
+Decoding never raises anything but `UndecodableMessage`, whose text says what was wrong
+with the bytes, so a service can dead-letter them and go on.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+
+
+class UndecodableMessage(ValueError):
+    """Bytes that are not a record of any schema this reader knows."""
+
+
+@dataclass(frozen=True)
+class KnownSchema:
+    name: str
+    raw: dict[str, Any]
+    parsed: Any
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, name: str, raw: dict[str, Any]) -> KnownSchema:
+        parsed = parse_schema(raw, _write_hint=False)
+        crc = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
+        return cls(name, raw, parsed, bytes.fromhex(crc)[::-1])
+
+
+@dataclass
+class AvroSerde:
+    """Encodes with one of the known schemas and decodes any of them.
+
+    `registry` (a confluent_kafka SchemaRegistryClient) switches to the Confluent wire
+    format: schemas are registered under `<subject>` on first use and writer schemas of
+    incoming messages are fetched by id.
+    """
+
+    schemas: dict[str, KnownSchema] = field(default_factory=dict)
+    registry: Any = None
+    _by_fingerprint: dict[bytes, KnownSchema] = field(default_factory=dict)
+    _ids: dict[str, int] = field(default_factory=dict)
+    _by_id: dict[int, KnownSchema] = field(default_factory=dict)
+
+    def add(self, name: str, raw: dict[str, Any]) -> KnownSchema:
+        known = KnownSchema.of(name, raw)
+        self.schemas[name] = known
+        self._by_fingerprint[known.fingerprint] = known
+        return known
+
+    def encode(self, name: str, record: dict[str, Any]) -> bytes:
+        known = self.schemas[name]
+        buf = io.BytesIO()
+        if self.registry is None:
+            buf.write(SINGLE_OBJECT_MAGIC + known.fingerprint)
+        else:
+            buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(name, known)))
+        fastavro.schemaless_writer(buf, known.parsed, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
+        """(schema name, record); raises UndecodableMessage with a readable reason."""
+        if not data:
+            raise UndecodableMessage("empty message value")
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            known = self._by_fingerprint.get(data[2:10])
+            if known is None:
+                raise UndecodableMessage(
+                    f"unknown Avro schema fingerprint {data[2:10][::-1].hex()}: "
+                    f"not one of the {len(self._by_fingerprint)} schemas of this pipeline"
+                )
+            body = data[10:]
+        elif data[:1] == CONFLUENT_MAGIC and self.registry is not None and len(data) >= 5:
+            known = self._fetch_by_id(struct.unpack(">I", data[1:5])[0])
+            body = data[5:]
+        else:
+            raise UndecodableMessage(
+                f"not an Avro message of this pipeline (first bytes {data[:4].hex() or 'none'}, "
+                f"expected {(CONFLUENT_MAGIC if self.registry else SINGLE_OBJECT_MAGIC).hex()})"
+            )
+        stream = io.BytesIO(body)
+        try:
+            record = fastavro.schemaless_reader(stream, known.parsed, None)
+        except Exception as exc:  # fastavro raises many types on corrupt input
+            raise UndecodableMessage(
+                f"corrupt Avro body for schema {known.name}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if stream.tell() != len(body):
+            raise UndecodableMessage(
+                f"{len(body) - stream.tell()} trailing bytes after a {known.name} record"
+            )
+        if not isinstance(record, dict):
+            raise UndecodableMessage(f"{known.name} body did not decode to a record")
+        return known.name, record
+
+    def _schema_id(self, subject: str, known: KnownSchema) -> int:
+        if subject not in self._ids:
+            from confluent_kafka.schema_registry import Schema
+
+            schema_id = self.registry.register_schema(subject, Schema(_json(known.raw), "AVRO"))
+            self._ids[subject] = schema_id
+            self._by_id[schema_id] = known
+        return self._ids[subject]
+
+    def _fetch_by_id(self, schema_id: int) -> KnownSchema:
+        if schema_id not in self._by_id:
+            try:
+                schema = self.registry.get_schema(schema_id)
+            except Exception as exc:
+                raise UndecodableMessage(f"schema id {schema_id} not in the registry: {exc}") from exc
+            self._by_id[schema_id] = KnownSchema.of(f"registry:{schema_id}", json.loads(schema.schema_str))
+        return self._by_id[schema_id]
+
+
+def _json(raw: dict[str, Any]) -> str:
+    return json.dumps(raw, separators=(",", ":"), sort_keys=True)

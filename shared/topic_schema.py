@@ -1,0 +1,38 @@
+"""Composing the concrete Avro schema of each data topic.
+
+A row on the topic after step N carries the seed's fields plus every field steps 1..N
+added; the envelope (`schemas/envelope/batch.avsc`) wraps an array of such rows. Composing
+the schema from the step declarations keeps each topic's schema exact and lets a reader
+reject bytes written under any schema this pipeline does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.schemas import load_avsc
+
+ROW_META_FIELDS: list[dict[str, Any]] = [
+    {"name": "source_index", "type": "long", "doc": "position of the seed in its input"},
+]
+
+
+def row_fields(seed_fields: list[dict[str, Any]], *added: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Meta fields, then seed fields, then each step's additions (a re-declared name is replaced)."""
+    by_name: dict[str, dict[str, Any]] = {}
+    for group in (ROW_META_FIELDS, seed_fields, *added):
+        for field in group:
+            by_name[field["name"]] = field
+    return list(by_name.values())
+
+
+def batch_schema(fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """The full Batch schema with Row and EndOfRun inlined (so its fingerprint is self-contained)."""
+    envelope = load_avsc("envelope/batch.avsc")
+    row = {"type": "record", "name": "Row", "namespace": "fastdistill", "fields": fields}
+    for field in envelope["fields"]:
+        if field["name"] == "rows":
+            field["type"]["items"] = row
+        elif field["name"] == "end_of_run":
+            field["type"] = ["null", load_avsc("envelope/end_of_run.avsc")]
+    return envelope
