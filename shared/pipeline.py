@@ -56,6 +56,9 @@ class PipelineSpec(BaseModel):
     replication_factor: int = Field(default=1, ge=1)
     #: Rows per batch message written by the seed producer.
     batch_size: int = Field(default=500, ge=1)
+    #: Avro record of one seed row (under schemas/) and the pydantic model that validates seeds.
+    seed_schema: str = "rows/seed.avsc"
+    seed_model: str = "services.seeds.model:Seed"
     steps: list[StepSpec]
     sink: SinkSpec = Field(default_factory=SinkSpec)
     gates: dict[str, float] = Field(default_factory=dict)
@@ -94,8 +97,9 @@ class PipelineSpec(BaseModel):
     def gates_topic(self) -> str:
         return f"fd.{self.name}.gates"
 
-    def state_topic(self, step_id: str, store: str) -> str:
-        return f"fd.{self.name}.{step_id}.state.{store}"
+    def state_topic_prefix(self, step_id: str) -> str:
+        """State stores of a step live in `<prefix>.<store name>` (compacted)."""
+        return f"fd.{self.name}.{step_id}.state"
 
     @property
     def stages(self) -> list[str]:

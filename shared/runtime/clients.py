@@ -96,3 +96,18 @@ def partition_count(client: AdminClient | Consumer | Producer, topic: str, timeo
     if meta is None or meta.error or not meta.partitions:
         raise KafkaException(f"topic {topic!r} does not exist (create it with `fastdistill topics create`)")
     return len(meta.partitions)
+
+
+def produce(
+    producer: Producer, topic: str, value: bytes, key: str | None, partition: int | None = None
+) -> None:
+    """`produce`, waiting for room in librdkafka's queue instead of failing when it is full."""
+    kwargs: dict[str, object] = {"value": value, "key": key}
+    if partition is not None:
+        kwargs["partition"] = partition
+    while True:
+        try:
+            producer.produce(topic, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)

@@ -539,16 +539,7 @@ class StepService:
         key: str | None,
         partition: int | None = None,
     ) -> None:
-        value = self.serde.encode(schema, record)
-        kwargs: dict[str, Any] = {"value": value, "key": key}
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                self.producer.produce(topic, **kwargs)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        clients.produce(self.producer, topic, self.serde.encode(schema, record), key, partition)
 
     # -- rebalances and state ------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,0 +1,173 @@
+"""The `fastdistill` command: broker, topics, services, ingest, runs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fastdistill.ingest import read_seeds
+from fastdistill.plan import PipelinePlan
+from fastdistill.topics import pipeline_topics
+from shared.config import KafkaSettings, RegistrySettings, ServiceSettings
+from shared.pipeline import SEEDS_STAGE, PipelineSpec
+from shared.runtime import clients
+from shared.runtime.run_producer import produce_run
+from shared.runtime.service import StepFailed, StepService
+
+app = typer.Typer(help="Kafka-native distillation of training data from a teacher LLM.", no_args_is_help=True)
+dev = typer.Typer(help="Development helpers.", no_args_is_help=True)
+broker = typer.Typer(help="A local single-node Apache Kafka (KRaft) from Maven jars.", no_args_is_help=True)
+topics = typer.Typer(help="Topics of a pipeline.", no_args_is_help=True)
+app.add_typer(dev, name="dev")
+dev.add_typer(broker, name="broker")
+app.add_typer(topics, name="topics")
+console = Console(stderr=True)
+
+PipelineOpt = Annotated[
+    Path | None, typer.Option("--pipeline", "-p", help="pipeline YAML (default: FD_PIPELINE)")
+]
+
+
+def _spec(pipeline: Path | None) -> PipelineSpec:
+    return PipelineSpec.load(pipeline or ServiceSettings().pipeline)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# -- broker ------------------------------------------------------------------------------------
+@broker.command("up")
+def broker_up(port: int = 19092) -> None:
+    """Fetch the jars (first time), format storage, start the broker and wait until it answers."""
+    from shared import local_broker
+
+    info = local_broker.up(port=port)
+    console.print(f"broker up at {info.bootstrap}")
+    print(info.bootstrap)
+
+
+@broker.command("down")
+def broker_down(port: int = 19092) -> None:
+    """Stop the local broker (SIGTERM, then SIGKILL after a timeout)."""
+    from shared import local_broker
+
+    local_broker.down(port=port)
+    console.print("broker down")
+
+
+@broker.command("status")
+def broker_status(port: int = 19092) -> None:
+    from shared import local_broker
+
+    running = local_broker.is_running(port=port)
+    console.print("running" if running else "stopped")
+    raise typer.Exit(0 if running else 1)
+
+
+# -- topics ------------------------------------------------------------------------------------
+@topics.command("create")
+def topics_create(pipeline: PipelineOpt = None) -> None:
+    """Create the pipeline's topics (partitions and compaction from the YAML); existing ones stay."""
+    spec = _spec(pipeline)
+    created = clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
+    console.print(f"{len(created)} topics created for pipeline {spec.name}: {created}")
+
+
+# -- ingest ------------------------------------------------------------------------------------
+@app.command()
+def produce(
+    file: Path,
+    pipeline: PipelineOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="default: derived from the file and the time")] = None,
+    limit: Annotated[int | None, typer.Option(help="only the first N records of the file")] = None,
+) -> None:
+    """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ."""
+    spec = _spec(pipeline)
+    plan = PipelinePlan.build(spec)
+    run = run_id or _new_run_id(file)
+    seeds = read_seeds(file, plan.seed_model(), run, limit)
+    kafka = KafkaSettings()
+    clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
+    summary = produce_run(
+        kafka,
+        plan.serde(RegistrySettings().client()),
+        run_id=run,
+        topic=spec.topic(SEEDS_STAGE),
+        schema=plan.schema_name(SEEDS_STAGE),
+        dlq_topic=spec.dlq_topic,
+        rows=seeds.rows,
+        dead_letters=seeds.dead_letters,
+        batch_size=spec.batch_size,
+    )
+    console.print(
+        f"run {summary.run_id}: {summary.rows} seeds in {summary.batches} batches, "
+        f"{summary.dead_letters} invalid to {spec.dlq_topic}"
+    )
+    for record in seeds.dead_letters[:20]:
+        console.print(f"  [yellow]rejected[/] {record['error_message']}")
+    print(summary.run_id)
+
+
+def _new_run_id(file: Path) -> str:
+    digest = hashlib.sha256(file.read_bytes()).hexdigest()[:8]
+    return f"run-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{digest}"
+
+
+# -- services ----------------------------------------------------------------------------------
+@app.command()
+def serve(step: str, pipeline: PipelineOpt = None) -> None:
+    """Run one pipeline step (by its id in the YAML) as a Kafka service; also `sink`, `coordinator`."""
+    settings = ServiceSettings()
+    _logging(settings.log_level)
+    spec = _spec(pipeline)
+    plan = PipelinePlan.build(spec)
+    kafka = KafkaSettings()
+    serde = plan.serde(RegistrySettings().client())
+    if step == "sink":
+        from fastdistill.sink_service import SinkService
+
+        asyncio.run(SinkService(plan, serde, kafka, settings).run())
+        return
+    if step == "coordinator":
+        from fastdistill.coordinator_service import CoordinatorService
+
+        asyncio.run(CoordinatorService(plan, serde, kafka, settings).run())
+        return
+    service = StepService(plan.steps[step], plan.wiring(step), serde, kafka, settings)
+    try:
+        asyncio.run(service.run())
+    except StepFailed as exc:
+        console.print(f"[red]FAIL_FAST:[/] {exc}")
+        sys.exit(3)
+
+
+@app.command("teacher-sim")
+def teacher_sim(
+    seeds: Annotated[Path, typer.Option(help="JSONL whose instruction→gold_sql pairs are the answer book")],
+    host: str = "127.0.0.1",
+    port: int = 8800,
+    latency: Annotated[str, typer.Option(help="fixed:MS or lognormal:MEDIAN_MS:SIGMA")] = "fixed:0",
+    fault_rate: float = 0.0,
+    seed: int = 0,
+) -> None:
+    """An OpenAI-compatible teacher simulator (the embedded default teacher)."""
+    from services.teacher_sim.server import SimConfig, run
+
+    run(host, port, SimConfig(seeds_path=seeds, latency=latency, fault_rate=fault_rate, seed=seed))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

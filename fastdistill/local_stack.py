@@ -1,0 +1,171 @@
+"""Every service of a pipeline as a local process: what `fastdistill up`, the end-to-end tests
+and the chaos harness run where no Docker engine is available."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared.pipeline import PipelineSpec
+
+SIM_NAME = "teacher-sim"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        if self.proc is None:
+            return None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+
+@dataclass
+class LocalStack:
+    pipeline_path: Path
+    workdir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    services: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> PipelineSpec:
+        return PipelineSpec.load(self.pipeline_path)
+
+    def base_env(self) -> dict[str, str]:
+        env = dict(os.environ) | self.env
+        env["FD_PIPELINE"] = str(self.pipeline_path)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def cli(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "fastdistill.cli", *args]
+
+    def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ServiceProcess:
+        port = free_port()
+        env = self.base_env() | {"FD_METRICS_PORT": str(port), "FD_INSTANCE_ID": name} | (extra_env or {})
+        svc = ServiceProcess(name, argv, env, self.workdir / "logs" / f"{name}.log", port)
+        self.services[name] = svc
+        return svc
+
+    def start_teacher_sim(self, seeds: Path, latency: str = "fixed:0", fault_rate: float = 0.0) -> str:
+        args = ["--seeds", str(seeds), "--latency", latency, "--fault-rate", str(fault_rate)]
+        svc = self.add(SIM_NAME, self.cli("teacher-sim", *args))
+        svc.argv += ["--port", str(svc.port)]
+        svc.start()
+        url = f"http://127.0.0.1:{svc.port}/v1"
+        _wait_http(f"{url}/models", 30, svc)
+        self.env["OPENAI_BASE_URL"] = url
+        return url
+
+    def add_pipeline_services(self, with_coordinator: bool = True) -> list[str]:
+        names = []
+        for step in self.spec.steps:
+            for i in range(step.instances):
+                name = step.id if step.instances == 1 else f"{step.id}-{i}"
+                self.add(name, self.cli("serve", step.id))
+                names.append(name)
+        names.append(self.add("sink", self.cli("serve", "sink")).name)
+        if with_coordinator:
+            names.append(self.add("coordinator", self.cli("serve", "coordinator")).name)
+        return names
+
+    def start(self, names: list[str] | None = None, wait_healthy_s: float = 60) -> None:
+        chosen = [self.services[n] for n in (names or list(self.services)) if n != SIM_NAME]
+        for svc in chosen:
+            if not svc.alive():
+                svc.env |= self.env
+                svc.start()
+        deadline = time.monotonic() + wait_healthy_s
+        for svc in chosen:
+            while not svc.healthy():
+                if not svc.alive():
+                    raise RuntimeError(f"{svc.name} exited: {_tail(svc.log_path)}")
+                if time.monotonic() > deadline:
+                    tail = _tail(svc.log_path)
+                    raise TimeoutError(f"{svc.name} not healthy after {wait_healthy_s}s: {tail}")
+                time.sleep(0.1)
+
+    def kill(self, name: str) -> None:
+        svc = self.services[name]
+        svc.signal(signal.SIGKILL)
+        svc.wait(10)
+
+    def restart(self, name: str) -> None:
+        svc = self.services[name]
+        svc.restarts += 1
+        self.start([name])
+
+    def stop(self, timeout: float = 20) -> None:
+        for svc in self.services.values():
+            svc.signal(signal.SIGTERM)
+        for svc in self.services.values():
+            if svc.wait(timeout) is None:
+                svc.signal(signal.SIGKILL)
+                svc.wait(5)
+
+    def dead(self) -> list[str]:
+        return [n for n, s in self.services.items() if s.proc is not None and not s.alive()]
+
+
+def _wait_http(url: str, timeout_s: float, svc: ServiceProcess) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if not svc.alive():
+                raise RuntimeError(f"{svc.name} exited: {_tail(svc.log_path)}") from None
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout_s}s")
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

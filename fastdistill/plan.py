@@ -1,0 +1,73 @@
+"""The pipeline made concrete: step instances, each topic's Avro schema, each service's wiring."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from services.registry import build_step
+from shared.pipeline import SEEDS_STAGE, PipelineSpec
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
+from shared.runtime.service import PROGRESS_SCHEMA, Wiring
+from shared.schemas import load_avsc
+from shared.serde import AvroSerde
+from shared.step import Step
+from shared.topic_schema import batch_schema, row_fields
+
+
+@dataclass
+class PipelinePlan:
+    spec: PipelineSpec
+    steps: dict[str, Step]
+    #: stage -> the Avro fields of a row on that stage's topic
+    fields: dict[str, list[dict[str, Any]]]
+
+    @classmethod
+    def build(cls, spec: PipelineSpec) -> PipelinePlan:
+        steps = {s.id: build_step(s.step, s.params) for s in spec.steps}
+        fields = {SEEDS_STAGE: row_fields(load_avsc(spec.seed_schema)["fields"])}
+        added: list[list[dict[str, Any]]] = []
+        for step_spec in spec.steps:
+            added.append(steps[step_spec.id].output_fields())
+            fields[step_spec.id] = row_fields(load_avsc(spec.seed_schema)["fields"], *added)
+        return cls(spec, steps, fields)
+
+    @staticmethod
+    def schema_name(stage: str) -> str:
+        return f"batch:{stage}"
+
+    def serde(self, registry: Any = None) -> AvroSerde:
+        serde = AvroSerde(registry=registry)
+        for stage, stage_fields in self.fields.items():
+            serde.add(self.schema_name(stage), batch_schema(stage_fields))
+        serde.add(DEAD_LETTER_SCHEMA, load_avsc("envelope/dead_letter.avsc"))
+        serde.add(PROGRESS_SCHEMA, load_avsc("envelope/progress.avsc"))
+        return serde
+
+    def wiring(self, step_id: str) -> Wiring:
+        spec = self.spec.step(step_id)
+        upstream = self.spec.input_stage(step_id)
+        return Wiring(
+            stage=step_id,
+            group_id=f"fd.{self.spec.name}.{step_id}",
+            input_topic=self.spec.topic(upstream),
+            input_schemas=frozenset({self.schema_name(upstream)}),
+            output_topic=self.spec.topic(step_id),
+            output_schema=self.schema_name(step_id),
+            dlq_topic=self.spec.dlq_topic,
+            progress_topic=self.spec.progress_topic,
+            state_topic_prefix=self.spec.state_topic_prefix(step_id),
+            error_policy=spec.error_policy,
+            max_in_flight=spec.max_in_flight,
+            max_buffered_rows=spec.max_buffered_rows,
+            partition_by=spec.partition_by,
+        )
+
+    def seed_model(self) -> type[BaseModel]:
+        module, _, name = self.spec.seed_model.partition(":")
+        model = getattr(importlib.import_module(module), name)
+        assert issubclass(model, BaseModel)
+        return model

@@ -1,0 +1,215 @@
+"""The sink: turns a run's rows on the final topic into dataset files, released by the gate.
+
+The final topic is the durable staging area. Rows are appended to a per-run staging file
+as they arrive; offsets are committed only up to the first message of the oldest run not
+yet written, so after a crash the sink wipes the staging of unfinished runs and re-reads
+them whole. A run is written once its end markers arrived on every partition, sorted by
+source index (so the files are deterministic), into `<out>/<pipeline>/<run>/.pending/`,
+and moved into place when the coordinator's gate verdict passes (or marked rejected).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+
+from fastdistill.plan import PipelinePlan
+from services.sink.writer import write_dataset
+from shared.config import KafkaSettings, ServiceSettings
+from shared.runtime import clients
+from shared.runtime.health import HealthServer
+from shared.runtime.markers import MarkerTracker
+from shared.serde import AvroSerde, UndecodableMessage
+
+log = logging.getLogger(__name__)
+
+RELEASED = "RELEASED.json"
+REJECTED = "REJECTED.json"
+
+
+@dataclass
+class OpenRun:
+    run_id: str
+    first_offsets: dict[int, int] = field(default_factory=dict)
+    rows: int = 0
+    written: bool = False
+
+
+class SinkService:
+    def __init__(self, plan: PipelinePlan, serde: AvroSerde, kafka: KafkaSettings, settings: ServiceSettings):
+        self.plan = plan
+        self.spec = plan.spec
+        self.serde = serde
+        self.kafka = kafka
+        self.settings = settings
+        self.stage = self.spec.final_stage
+        self.topic = self.spec.topic(self.stage)
+        self.schema = plan.schema_name(self.stage)
+        self.root = Path(self.spec.sink.output_dir) / self.spec.name
+        self.staging = self.root / ".staging"
+        self.tracker = MarkerTracker()
+        self.runs: dict[str, OpenRun] = {}
+        self.verdicts: dict[str, dict[str, Any]] = {}
+        self._stopping = False
+        self.last_loop_at = time.monotonic()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        health = HealthServer(self.settings.metrics_host, self.settings.metrics_port, self.health)
+        await health.start()
+        # Everything not finished is re-read from the committed offsets, so its staging must go.
+        shutil.rmtree(self.staging, ignore_errors=True)
+        self.consumer: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+        self.gates: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-gates")
+        try:
+            self.partitions = clients.partition_count(self.consumer, self.topic)
+            committed = self.consumer.committed(
+                [TopicPartition(self.topic, p) for p in range(self.partitions)], timeout=30
+            )
+            self.consumer.assign(
+                [
+                    TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
+                    for tp in committed
+                ]
+            )
+            self.gates.assign([TopicPartition(self.spec.gates_topic, 0, OFFSET_BEGINNING)])
+            last_commit = time.monotonic()
+            while not self._stopping:
+                self.last_loop_at = time.monotonic()
+                for msg in self.consumer.consume(num_messages=100, timeout=0.05):
+                    self._on_message(msg)
+                for msg in self.gates.consume(num_messages=100, timeout=0):
+                    self._on_verdict(msg)
+                self._release_ready()
+                if time.monotonic() - last_commit > 0.5:
+                    self._commit()
+                    last_commit = time.monotonic()
+                await asyncio.sleep(0)
+            self._commit()
+        finally:
+            self.consumer.close()
+            self.gates.close()
+            await health.stop()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": time.monotonic() - self.last_loop_at < 30, "step": "sink", "open_runs": len(self.runs)}
+
+    # -- data ----------------------------------------------------------------------------------
+    def _on_message(self, msg: Message) -> None:
+        if msg.error() is not None:
+            if msg.error().fatal():
+                raise RuntimeError(str(msg.error()))
+            return
+        try:
+            schema, record = self.serde.decode(msg.value())
+        except UndecodableMessage as exc:
+            # The step service before us dead-letters foreign bytes; here they can only be skipped.
+            log.warning("sink skips undecodable message at %s@%s: %s", msg.partition(), msg.offset(), exc)
+            return
+        if schema != self.schema:
+            return
+        run_id = record["run_id"]
+        if self._finished(run_id):
+            return
+        run = self.runs.setdefault(run_id, OpenRun(run_id))
+        run.first_offsets.setdefault(msg.partition(), msg.offset())
+        marker = record["end_of_run"]
+        if marker is not None:
+            self.tracker.observe(
+                run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
+            )
+            return
+        path = self.staging / run_id / f"p{msg.partition()}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as fh:
+            for row in record["rows"]:
+                fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        run.rows += len(record["rows"])
+
+    def _finished(self, run_id: str) -> bool:
+        run_dir = self.root / run_id
+        return (run_dir / RELEASED).exists() or (run_dir / REJECTED).exists()
+
+    def _write_pending(self, run: OpenRun) -> None:
+        rows: list[dict[str, Any]] = []
+        for path in sorted((self.staging / run.run_id).glob("p*.jsonl")):
+            with open(path, encoding="utf-8") as fh:
+                rows.extend(json.loads(line) for line in fh)
+        rows.sort(key=lambda r: r["source_index"])
+        columns = [f["name"] for f in self.plan.fields[self.stage]]
+        pending = self.root / run.run_id / ".pending" / self.stage
+        shutil.rmtree(pending, ignore_errors=True)
+        write_dataset(rows, pending, columns)
+        run.written = True
+        log.info("run %s: %d rows staged for release", run.run_id, len(rows))
+
+    # -- release -------------------------------------------------------------------------------
+    def _on_verdict(self, msg: Message) -> None:
+        if msg.error() is not None or msg.value() is None:
+            return
+        verdict = json.loads(msg.value())
+        self.verdicts[verdict["run_id"]] = verdict
+
+    def _release_ready(self) -> None:
+        for run_id, run in list(self.runs.items()):
+            if len(self.tracker.drained_partitions(run_id)) < self.partitions:
+                continue
+            if not run.written:
+                self._write_pending(run)
+            verdict = self.verdicts.get(run_id)
+            if self.spec.sink.await_gate and verdict is None:
+                continue
+            self._finish(run, verdict)
+
+    def _finish(self, run: OpenRun, verdict: dict[str, Any] | None) -> None:
+        run_dir = self.root / run.run_id
+        pending = run_dir / ".pending" / self.stage
+        passed = verdict is None or verdict["passed"]
+        target = run_dir / (self.stage if passed else f"rejected-{self.stage}")
+        shutil.rmtree(target, ignore_errors=True)
+        pending.rename(target)
+        shutil.rmtree(run_dir / ".pending", ignore_errors=True)
+        files = {p.name: _sha256(p) for p in sorted(target.iterdir())}
+        status = {
+            "run_id": run.run_id,
+            "stage": self.stage,
+            "rows": run.rows,
+            "files": files,
+            "gate": verdict,
+        }
+        (run_dir / (RELEASED if passed else REJECTED)).write_text(
+            json.dumps(status, indent=2, sort_keys=True)
+        )
+        shutil.rmtree(self.staging / run.run_id, ignore_errors=True)
+        del self.runs[run.run_id]
+        log.info("run %s %s: %s", run.run_id, "released" if passed else "rejected", target)
+
+    def _commit(self) -> None:
+        offsets = []
+        for tp in self.consumer.position(self.consumer.assignment()):
+            if tp.offset < 0:
+                continue
+            open_firsts = [
+                r.first_offsets[tp.partition] for r in self.runs.values() if tp.partition in r.first_offsets
+            ]
+            offsets.append(TopicPartition(tp.topic, tp.partition, min([tp.offset, *open_firsts])))
+        if offsets:
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:  # retried on the next round; the offsets only grow
+                log.warning("sink commit: %s", exc)
