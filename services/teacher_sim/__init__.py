@@ -1,0 +1,1 @@
+"""An OpenAI-compatible teacher simulator with seeded answers, latency and faults (see server.py)."""
