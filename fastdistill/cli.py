@@ -165,6 +165,51 @@ def teacher_sim(
     run(host, port, SimConfig(seeds_path=seeds, latency=latency, fault_rate=fault_rate, seed=seed))
 
 
+@app.command()
+def up(
+    pipeline: PipelineOpt = None,
+    seeds: Annotated[Path | None, typer.Option(help="produce this seed file as a run once all is up")] = None,
+    exit_when_done: Annotated[bool, typer.Option(help="stop everything once that run is finished")] = False,
+    workdir: Annotated[Path, typer.Option(help="logs of the local processes")] = Path(".cache/stack"),
+    timeout_s: float = 900,
+) -> None:
+    """The whole pipeline locally: broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics, the
+    teacher simulator (unless OPENAI_BASE_URL is set), every service as a process."""
+    import os
+
+    from fastdistill.local_stack import LocalStack
+    from fastdistill.runs import wait_for_release
+
+    path = pipeline or Path(ServiceSettings().pipeline)
+    spec = PipelineSpec.load(path)
+    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+        from shared import local_broker
+
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = local_broker.up().bootstrap
+    clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
+    stack = LocalStack(path, workdir)
+    if "OPENAI_BASE_URL" not in os.environ:
+        answer_book = seeds or Path(path).parent / "seeds.jsonl"
+        console.print(f"teacher simulator at {stack.start_teacher_sim(answer_book)}")
+    stack.add_pipeline_services()
+    try:
+        stack.start()
+        console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
+        if seeds is None:
+            while not stack.dead():
+                time.sleep(1)
+            raise RuntimeError(f"services exited: {stack.dead()}")
+        run_id = _new_run_id(seeds)
+        produce(seeds, path, run_id, None)
+        result = wait_for_release(spec, run_id, timeout_s, stack)
+        console.print_json(data=result)
+        if not exit_when_done:
+            while not stack.dead():
+                time.sleep(1)
+    finally:
+        stack.stop()
+
+
 def main() -> None:
     app()
 

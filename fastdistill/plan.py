@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from services.registry import build_step
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
 from shared.runtime.service import PROGRESS_SCHEMA, Wiring
@@ -27,7 +26,7 @@ class PipelinePlan:
 
     @classmethod
     def build(cls, spec: PipelineSpec) -> PipelinePlan:
-        steps = {s.id: build_step(s.step, s.params) for s in spec.steps}
+        steps = {s.id: _build_step(s.step, s.params) for s in spec.steps}
         fields = {SEEDS_STAGE: row_fields(load_avsc(spec.seed_schema)["fields"])}
         added: list[list[dict[str, Any]]] = []
         for step_spec in spec.steps:
@@ -54,7 +53,7 @@ class PipelinePlan:
             stage=step_id,
             group_id=f"fd.{self.spec.name}.{step_id}",
             input_topic=self.spec.topic(upstream),
-            input_schemas=frozenset({self.schema_name(upstream)}),
+            input_schema=self.schema_name(upstream),
             output_topic=self.spec.topic(step_id),
             output_schema=self.schema_name(step_id),
             dlq_topic=self.spec.dlq_topic,
@@ -67,7 +66,22 @@ class PipelinePlan:
         )
 
     def seed_model(self) -> type[BaseModel]:
-        module, _, name = self.spec.seed_model.partition(":")
-        model = getattr(importlib.import_module(module), name)
+        model = _import(self.spec.seed_model)
         assert issubclass(model, BaseModel)
         return model
+
+
+def _build_step(name: str, params: dict[str, Any]) -> Step:
+    """A catalogue step by name, or a user's own `package.module:StepClass`."""
+    if ":" not in name:
+        from services.registry import build_step  # the catalogue imports every step's dependencies
+
+        return build_step(name, params)
+    step_class = _import(name)
+    assert issubclass(step_class, Step), f"{name} is not a shared.step.Step"
+    return step_class(**params)
+
+
+def _import(dotted: str) -> Any:
+    module, _, attr = dotted.partition(":")
+    return getattr(importlib.import_module(module), attr)

@@ -23,6 +23,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from fastdistill.plan import PipelinePlan
+from fastdistill.runs import REJECTED, RELEASED
 from services.sink.writer import write_dataset
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
@@ -31,9 +32,6 @@ from shared.runtime.markers import MarkerTracker
 from shared.serde import AvroSerde, UndecodableMessage
 
 log = logging.getLogger(__name__)
-
-RELEASED = "RELEASED.json"
-REJECTED = "REJECTED.json"
 
 
 @dataclass

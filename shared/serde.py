@@ -69,8 +69,12 @@ class AvroSerde:
         fastavro.schemaless_writer(buf, known.parsed, record)
         return buf.getvalue()
 
-    def decode(self, data: bytes | None) -> tuple[str, dict[str, Any]]:
-        """(schema name, record); raises UndecodableMessage with a readable reason."""
+    def decode(self, data: bytes | None, expect: str | None = None) -> tuple[str, dict[str, Any]]:
+        """(schema name, record); raises UndecodableMessage with a readable reason.
+
+        With a registry, a writer schema that is not one of ours but resolves to `expect`
+        (an older or newer version of that topic's schema) is read as `expect`.
+        """
         if not data:
             raise UndecodableMessage("empty message value")
         if data[:2] == SINGLE_OBJECT_MAGIC:
@@ -89,10 +93,13 @@ class AvroSerde:
                 f"not an Avro message of this pipeline (first bytes {data[:4].hex() or 'none'}, "
                 f"expected {(CONFLUENT_MAGIC if self.registry else SINGLE_OBJECT_MAGIC).hex()})"
             )
+        reader = None
+        if expect is not None and known.name not in self.schemas and expect in self.schemas:
+            reader = self.schemas[expect]
         stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(stream, known.parsed, None)
-        except Exception as exc:  # fastavro raises many types on corrupt input
+            record = fastavro.schemaless_reader(stream, known.parsed, reader.parsed if reader else None)
+        except Exception as exc:  # fastavro raises many types on corrupt or unresolvable input
             raise UndecodableMessage(
                 f"corrupt Avro body for schema {known.name}: {type(exc).__name__}: {exc}"
             ) from exc
@@ -102,7 +109,7 @@ class AvroSerde:
             )
         if not isinstance(record, dict):
             raise UndecodableMessage(f"{known.name} body did not decode to a record")
-        return known.name, record
+        return (reader or known).name, record
 
     def _schema_id(self, subject: str, known: KnownSchema) -> int:
         if subject not in self._ids:
@@ -119,7 +126,9 @@ class AvroSerde:
                 schema = self.registry.get_schema(schema_id)
             except Exception as exc:
                 raise UndecodableMessage(f"schema id {schema_id} not in the registry: {exc}") from exc
-            self._by_id[schema_id] = KnownSchema.of(f"registry:{schema_id}", json.loads(schema.schema_str))
+            fetched = KnownSchema.of(f"registry:{schema_id}", json.loads(schema.schema_str))
+            # Our own schema under another id: read it under its own name.
+            self._by_id[schema_id] = self._by_fingerprint.get(fetched.fingerprint, fetched)
         return self._by_id[schema_id]
 
 

@@ -85,7 +85,14 @@ def _wait_for_metadata(client: AdminClient, names: list[str], timeout_s: float) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         topics = client.list_topics(timeout=timeout_s).topics
-        if all(n in topics and not topics[n].error and topics[n].partitions for n in names):
+        # A partition without a leader yet answers NOT_LEADER to the first clients that use it.
+        if all(
+            n in topics
+            and not topics[n].error
+            and topics[n].partitions
+            and all(p.leader >= 0 for p in topics[n].partitions.values())
+            for n in names
+        ):
             return
         time.sleep(0.1)
     raise TimeoutError(f"topics not visible after {timeout_s}s: {names}")

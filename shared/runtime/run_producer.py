@@ -52,8 +52,13 @@ def produce_run(
     def send(batch: list[Row], end_of_run: dict[str, Any] | None, partition: int) -> None:
         nonlocal seq
         record = {
-            "run_id": run_id, "stage": stage, "producer": "produce", "batch_seq": seq,
-            "lineage": [], "rows": batch, "end_of_run": end_of_run,
+            "run_id": run_id,
+            "stage": stage,
+            "producer": "produce",
+            "batch_seq": seq,
+            "lineage": [],
+            "rows": batch,
+            "end_of_run": end_of_run,
         }
         clients.produce(producer, topic, serde.encode(schema, record), run_id, partition)
         seq += 1
@@ -78,4 +83,3 @@ def produce_run(
         producer.abort_transaction(30)
         raise
     return ProduceSummary(run_id, total, seq - partitions, n_dead)
-

@@ -51,7 +51,7 @@ class Wiring:
     stage: str
     group_id: str
     input_topic: str
-    input_schemas: frozenset[str]
+    input_schema: str
     output_topic: str | None
     output_schema: str | None
     dlq_topic: str
@@ -113,13 +113,16 @@ class StepService:
         self._stopping = False
         self._failure: BaseException | None = None
         self._seq = 0
-        self._max_message_rows = 1
+        #: Largest batch seen on the input; until one is seen, messages are taken one at a time.
+        self._max_message_rows = 0
         self._paused = False
         self._in_flight = 0
         self._semaphore = asyncio.Semaphore(wiring.max_in_flight)
         self._immediate: Producer | None = None
         self._markers_store: KafkaStateStore | None = None
-        self._buffered_max = 0
+        #: Highest buffered row count seen after a poll, and how often partitions were paused.
+        self.buffered_max = 0
+        self.pauses = 0
         self.input_partitions = 0
         self.output_partitions = 0
         self._last_lag_check = 0.0
@@ -239,7 +242,7 @@ class StepService:
 
     def _consume_some(self) -> None:
         room = self.w.max_buffered_rows - self._buffered_rows()
-        fits = room // self._max_message_rows
+        fits = room // self._max_message_rows if self._max_message_rows else min(room, 1)
         self._set_paused(fits < 1)
         # Blocking here is fine while no row is in flight; otherwise just look and go back to the rows.
         timeout = 0 if self._in_flight else min(0.05, self.settings.commit_interval_ms / 1000)
@@ -252,7 +255,7 @@ class StepService:
                 log.warning("consumer error on %s: %s", self.w.stage, err)
                 continue
             self._accept(msg)
-        self._buffered_max = max(self._buffered_max, self._buffered_rows())
+        self.buffered_max = max(self.buffered_max, self._buffered_rows())
         if self._immediate is not None:
             self._immediate.poll(0)
         self._maybe_report_lag()
@@ -262,6 +265,7 @@ class StepService:
             return
         assignment = self.consumer.assignment()
         if pause:
+            self.pauses += 1
             self.consumer.pause(assignment)
         else:
             self.consumer.resume(assignment)
@@ -273,11 +277,10 @@ class StepService:
         self.pending[(pm.topic, pm.partition)].append(pm)
         source = (pm.topic, pm.partition, pm.offset)
         try:
-            schema, record = self.serde.decode(msg.value())
-            if schema not in self.w.input_schemas:
+            schema, record = self.serde.decode(msg.value(), expect=self.w.input_schema)
+            if schema != self.w.input_schema:
                 raise UndecodableMessage(
-                    f"a {schema} record is not input of step {self.w.stage} "
-                    f"(expected one of {sorted(self.w.input_schemas)})"
+                    f"a {schema} record is not input of step {self.w.stage} (expected {self.w.input_schema})"
                 )
         except UndecodableMessage as exc:
             pm.dead_letters.append(
@@ -580,7 +583,7 @@ class StepService:
     def _report_gauges(self) -> None:
         buffered = self._buffered_rows()
         metrics.BUFFERED.labels(**self._labels).set(buffered)
-        metrics.BUFFERED_MAX.labels(**self._labels).set(self._buffered_max)
+        metrics.BUFFERED_MAX.labels(**self._labels).set(self.buffered_max)
         metrics.IN_FLIGHT.labels(**self._labels).set(self._in_flight)
 
     def _maybe_report_lag(self) -> None:
@@ -592,7 +595,11 @@ class StepService:
         if not assignment:
             return
         for tp in self.consumer.position(assignment):
-            _, high = self.consumer.get_watermark_offsets(tp, cached=False, timeout=1)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=False, timeout=1)
+            except KafkaException as exc:  # a metric is not worth stopping for; next round retries
+                log.debug("lag of %s[%s]: %s", tp.topic, tp.partition, exc)
+                continue
             lag = high - tp.offset if tp.offset >= 0 else high
             metrics.CONSUMER_LAG.labels(step=self.w.stage, topic=tp.topic, partition=str(tp.partition)).set(
                 lag

@@ -12,7 +12,8 @@ import contextvars
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from shared.config import KafkaSettings
 from shared.runtime import clients
@@ -60,6 +61,18 @@ class KafkaStateStore:
         self.data = read_compacted(kafka, self.topic)
 
 
+@retry(
+    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+    wait=wait_exponential(multiplier=0.05, max=1),
+    stop=stop_after_delay(30),
+    reraise=True,
+)
+def watermarks(client: Consumer, tp: TopicPartition) -> tuple[int, int]:
+    """Low and high watermark; retried while a just-created partition gets its leader."""
+    low, high = client.get_watermark_offsets(tp, timeout=10)
+    return int(low), int(high)
+
+
 def read_compacted(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> dict[str, bytes]:
     """The latest committed value of every key of `topic` (tombstones remove the key)."""
     reader: Consumer = clients.consumer(
@@ -70,7 +83,7 @@ def read_compacted(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -
         todo = set()
         assignment = []
         for p in partitions:
-            lo, hi = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            lo, hi = watermarks(reader, TopicPartition(topic, p))
             if hi > lo:
                 todo.add(p)
                 assignment.append(TopicPartition(topic, p, OFFSET_BEGINNING))

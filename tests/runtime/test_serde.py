@@ -17,8 +17,15 @@ def _serde() -> AvroSerde:
 
 
 def _batch(rows: list[dict]) -> dict:
-    return {"run_id": "r1", "stage": "seeds", "producer": "p", "batch_seq": 0, "lineage": [], "rows": rows,
-            "end_of_run": None}
+    return {
+        "run_id": "r1",
+        "stage": "seeds",
+        "producer": "p",
+        "batch_seq": 0,
+        "lineage": [],
+        "rows": rows,
+        "end_of_run": None,
+    }
 
 
 def test_round_trip_and_schema_identity() -> None:
@@ -43,7 +50,7 @@ def test_end_of_run_marker_round_trip() -> None:
     ("data", "reason"),
     [
         (b"", "empty message value"),
-        (b"{\"task_id\": 1}", "not an Avro message of this pipeline"),
+        (b'{"task_id": 1}', "not an Avro message of this pipeline"),
         (b"\xc3\x01" + b"\x00" * 8 + b"\x02", "unknown Avro schema fingerprint"),
     ],
 )

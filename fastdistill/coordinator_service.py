@@ -1,0 +1,207 @@
+"""The coordinator: per-run progress, end-of-run detection, global steps and quality gates.
+
+It reads every stage topic, the progress topic and the dead-letter topic, and folds them
+into per-run aggregates (`services.coordinator.run_state.RunState`). Each commit is one
+Kafka transaction holding the changed run states (compacted `runs` topic), any gate
+verdicts (compacted `gates` topic) and the consumed offsets, so a coordinator killed at
+any point restarts from exactly the state its offsets belong to, and reaches the same
+reports and verdicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter, Gauge
+
+from fastdistill.plan import PipelinePlan
+from services.coordinator.run_state import RunState
+from shared.config import KafkaSettings, ServiceSettings
+from shared.runtime import clients
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
+from shared.runtime.health import HealthServer
+from shared.runtime.service import PROGRESS_SCHEMA
+from shared.runtime.state import read_compacted
+from shared.serde import AvroSerde, UndecodableMessage
+
+log = logging.getLogger(__name__)
+
+GATE_VERDICTS = Counter("fd_gate_verdicts_total", "Quality gate verdicts", ["pipeline", "verdict"])
+GATE_PASSED = Gauge("fd_gate_passed", "1 if the run's gate passed, 0 if it failed", ["pipeline", "run_id"])
+RUN_ROWS = Gauge("fd_run_stage_rows", "Rows a stage emitted for a run", ["pipeline", "run_id", "stage"])
+RUN_QUALITY = Gauge(
+    "fd_run_quality", "Quality report metrics of the final stage", ["pipeline", "run_id", "metric"]
+)
+RUNS_FINISHED = Counter("fd_runs_finished_total", "Runs whose every stage drained", ["pipeline"])
+
+
+class CoordinatorService:
+    def __init__(self, plan: PipelinePlan, serde: AvroSerde, kafka: KafkaSettings, settings: ServiceSettings):
+        self.plan = plan
+        self.spec = plan.spec
+        self.serde = serde
+        self.kafka = kafka
+        self.settings = settings
+        self.group_id = f"fd.{self.spec.name}.coordinator"
+        self.stage_of_topic = {self.spec.topic(stage): stage for stage in self.spec.stages}
+        self.runs: dict[str, RunState] = {}
+        self.dirty: set[str] = set()
+        self._stopping = False
+        self.last_loop_at = time.monotonic()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        health = HealthServer(self.settings.metrics_host, self.settings.metrics_port, self.health)
+        await health.start()
+        self.producer: Producer = clients.transactional_producer(
+            self.kafka, f"{self.group_id}-{self.settings.instance_id}"
+        )
+        self.consumer: Consumer = clients.consumer(
+            self.kafka, self.group_id, **{"group.instance.id": f"{self.group_id}-{self.settings.instance_id}"}
+        )
+        try:
+            self.producer.init_transactions(30)
+            self._restore()
+            topics = [*self.stage_of_topic, self.spec.progress_topic, self.spec.dlq_topic]
+            self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
+            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+            last_commit = time.monotonic()
+            while not self._stopping:
+                self.last_loop_at = time.monotonic()
+                for msg in self.consumer.consume(num_messages=500, timeout=0.1):
+                    self._on_message(msg)
+                if time.monotonic() - last_commit > 0.5:
+                    self._commit()
+                    last_commit = time.monotonic()
+                await asyncio.sleep(0)
+            self._commit()
+        finally:
+            self.consumer.close()
+            await health.stop()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "ok": time.monotonic() - self.last_loop_at < 30,
+            "step": "coordinator",
+            "runs": {r: s.status for r, s in self.runs.items()},
+        }
+
+    # -- state ---------------------------------------------------------------------------------
+    def _restore(self) -> None:
+        self.runs = {}
+        for run_id, value in read_compacted(self.kafka, self.spec.runs_topic).items():
+            self.runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
+        self.dirty.clear()
+        for state in self.runs.values():
+            self._export_metrics(state)
+
+    def _run(self, run_id: str) -> RunState:
+        if run_id not in self.runs:
+            self.runs[run_id] = RunState.new(run_id, self.spec.stages, self._partitions_by_stage())
+        self.dirty.add(run_id)
+        return self.runs[run_id]
+
+    def _partitions_by_stage(self) -> dict[str, int]:
+        return {stage: self.partitions[self.spec.topic(stage)] for stage in self.spec.stages}
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._restore()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._commit()
+
+    # -- input ---------------------------------------------------------------------------------
+    def _on_message(self, msg: Message) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise KafkaException(err)
+            return
+        try:
+            schema, record = self.serde.decode(msg.value())
+        except UndecodableMessage:
+            return  # the step reading this topic dead-letters it; nothing to count here
+        topic = msg.topic()
+        if topic == self.spec.progress_topic and schema == PROGRESS_SCHEMA:
+            self._run(record["run_id"]).add_progress(record)
+        elif topic == self.spec.dlq_topic and schema == DEAD_LETTER_SCHEMA:
+            if record["run_id"]:
+                self._run(record["run_id"]).add_dead_letter(record)
+        elif topic in self.stage_of_topic and schema == self.plan.schema_name(self.stage_of_topic[topic]):
+            state = self._run(record["run_id"])
+            stage = self.stage_of_topic[topic]
+            marker = record["end_of_run"]
+            if marker is None:
+                state.add_rows(stage, record["rows"])
+            else:
+                state.add_marker(stage, msg.partition(), marker)
+            if state.status == "running" and state.all_drained():
+                self._finish(state)
+
+    def _finish(self, state: RunState) -> None:
+        state.finish(self.spec.final_stage, self.spec.gates, int(time.time() * 1000))
+        verdict = state.verdict or {}
+        GATE_VERDICTS.labels(self.spec.name, "pass" if verdict.get("passed") else "fail").inc()
+        RUNS_FINISHED.labels(self.spec.name).inc()
+        self._write_reports(state)
+        log.info("run %s finished: gate %s %s", state.run_id, verdict.get("passed"), verdict.get("failures"))
+
+    def _write_reports(self, state: RunState) -> None:
+        """Reports beside the dataset; pure functions of the state, so rewriting them is harmless."""
+        folder = Path(self.spec.sink.output_dir) / self.spec.name / state.run_id / "reports"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, report in state.reports().items():
+            (folder / f"{name}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+
+    # -- output --------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        assignment = self.consumer.assignment()
+        if not self.dirty or not assignment:
+            return
+        try:
+            self.producer.begin_transaction()
+            for run_id in sorted(self.dirty):
+                state = self.runs[run_id]
+                self._export_metrics(state)
+                value = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
+                self.producer.produce(self.spec.runs_topic, key=run_id, value=value.encode())
+                if state.verdict is not None:
+                    verdict = {"run_id": run_id, **state.verdict}
+                    self.producer.produce(
+                        self.spec.gates_topic, key=run_id, value=json.dumps(verdict).encode()
+                    )
+            positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
+            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
+            self.producer.commit_transaction(30)
+            self.dirty.clear()
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            log.warning("coordinator transaction aborted, re-reading from committed state: %s", exc)
+            self.producer.abort_transaction(30)
+            self._rewind(assignment)
+
+    def _rewind(self, assignment: list[TopicPartition]) -> None:
+        self._restore()
+        for tp in self.consumer.committed(assignment, timeout=30):
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+
+    def _export_metrics(self, state: RunState) -> None:
+        for stage, rows in state.rows_out().items():
+            RUN_ROWS.labels(self.spec.name, state.run_id, stage).set(rows)
+        if state.verdict is not None:
+            GATE_PASSED.labels(self.spec.name, state.run_id).set(1 if state.verdict["passed"] else 0)
+            for metric, value in state.final_quality().items():
+                RUN_QUALITY.labels(self.spec.name, state.run_id, metric).set(value)
