@@ -12,6 +12,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 
 from fastdistill.ingest import read_seeds
 from fastdistill.plan import PipelinePlan
@@ -163,6 +164,43 @@ def teacher_sim(
     from services.teacher_sim.server import SimConfig, run
 
     run(host, port, SimConfig(seeds_path=seeds, latency=latency, fault_rate=fault_rate, seed=seed))
+
+
+@app.command()
+def status(
+    run_id: Annotated[str | None, typer.Argument(help="one run (default: all runs)")] = None,
+    pipeline: PipelineOpt = None,
+    watch: Annotated[bool, typer.Option(help="refresh until the run is finished")] = False,
+) -> None:
+    """Live progress of runs per stage, and the gate verdict once a run is finished."""
+    from fastdistill.runs import run_states
+    from fastdistill.status_view import render_status
+
+    spec = _spec(pipeline)
+    with Live(console=Console(), refresh_per_second=2, transient=False) as live:
+        while True:
+            states = run_states(spec)
+            chosen = {k: v for k, v in states.items() if run_id in (None, k)}
+            live.update(render_status(spec, chosen))
+            if not watch or (all(s["status"] != "running" for s in chosen.values()) and chosen):
+                break
+            time.sleep(1)
+    if run_id is not None and run_id not in states:
+        console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_id: str, pipeline: PipelineOpt = None) -> None:
+    """Print a finished run's manifest, quality report, timing report and gate verdict (JSON)."""
+    from fastdistill.runs import run_states
+
+    spec = _spec(pipeline)
+    state = run_states(spec).get(run_id)
+    if state is None or state.get("reports") is None:
+        console.print(f"[red]run {run_id!r} has no reports yet (status: {state and state['status']})[/]")
+        raise typer.Exit(1)
+    Console().print_json(data={"verdict": state["verdict"], **state["reports"]})
 
 
 @app.command()

@@ -1,0 +1,44 @@
+"""Rendering run states (as the coordinator publishes them) for `fastdistill status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from shared.pipeline import SEEDS_STAGE, PipelineSpec
+
+
+def render_status(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Group:
+    tables = []
+    for run_id, state in sorted(states.items()):
+        table = Table(title=f"{spec.name} · {run_id} · {_verdict(state)}", expand=False)
+        for column in ("stage", "progress", "in", "out", "dropped", "errored", "drained"):
+            table.add_column(column, justify="left" if column in ("stage", "progress") else "right")
+        seeds = max(state["stages"].get(SEEDS_STAGE, {}).get("rows_out", 0), 1)
+        for stage in spec.stages:
+            info = state["stages"].get(stage, {})
+            done = info.get("rows_in", 0) if stage != SEEDS_STAGE else info.get("rows_out", 0)
+            table.add_row(
+                stage,
+                ProgressBar(total=seeds, completed=min(done, seeds), width=30),
+                str(info.get("rows_in", "")),
+                str(info.get("rows_out", 0)),
+                str(info.get("rows_dropped", "")),
+                str(info.get("rows_errored", "")),
+                f"{info.get('drained_partitions', 0)}/{info.get('partitions', '?')}",
+            )
+        tables.append(table)
+    return Group(*tables) if tables else Group(Text("no runs yet"))
+
+
+def _verdict(state: dict[str, Any]) -> str:
+    verdict = state.get("verdict")
+    if state["status"] == "running" or verdict is None:
+        return state["status"]
+    if verdict["passed"]:
+        return "gate PASSED"
+    return "gate FAILED: " + "; ".join(verdict["failures"])

@@ -1,0 +1,55 @@
+"""Shared fixtures: a real Kafka broker for every test marked `kafka`.
+
+The broker is, in order: `KAFKA_BOOTSTRAP_SERVERS` if set; a testcontainers Kafka if a
+Docker engine answers; else the project's own local broker (`shared.local_broker`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+        return
+    if _docker_answers():
+        try:
+            from testcontainers.kafka import KafkaContainer
+        except ImportError:
+            pass
+        else:
+            with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+                yield container.get_bootstrap_server()
+            return
+    from shared import local_broker
+
+    was_running = local_broker.is_running()
+    info = local_broker.up()
+    # Subprocess services started by tests find the broker the same way.
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
+    try:
+        yield info.bootstrap
+    finally:
+        os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+        if not was_running:
+            local_broker.down()
+
+
+@pytest.fixture
+def fresh_topic_prefix() -> str:
+    """A unique, lower-case name part so tests never share topics or consumer groups."""
+    return f"t{uuid.uuid4().hex[:8]}"
