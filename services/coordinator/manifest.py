@@ -1,0 +1,106 @@
+"""The manifest of a stage: what rows it produced, identified independently of their order.
+
+Rows of a stage arrive from several partitions in an order that differs between runs and
+restarts, so the content hash is the sum (mod 2**256) of the SHA-256 of each row's canonical
+JSON: addition commutes, so any order and any split of the rows give the same hash, and a
+changed, missing or extra row changes it. The field hash identifies the column set alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+_MOD = 2**256
+
+
+def _json_default(value: object) -> object:
+    # Avro `bytes` fields decode to bytes, which JSON has no type for.
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode("ascii")
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+
+
+def row_hash(row: dict[str, Any]) -> int:
+    return int.from_bytes(hashlib.sha256(canonical_json(row).encode("utf-8")).digest(), "big")
+
+
+def field_hash(columns: list[str] | set[str]) -> str:
+    return hashlib.sha256(",".join(sorted(columns)).encode("utf-8")).hexdigest()
+
+
+def iso_ms(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class ManifestAgg:
+    count: int = 0
+    columns: set[str] = field(default_factory=set)
+    content: int = 0
+    min_sample_id: str | None = None
+    max_sample_id: str | None = None
+
+    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.count += 1
+            self.columns.update(row)
+            self.content = (self.content + row_hash(row)) % _MOD
+            sample_id = row.get("sample_id")
+            if sample_id is not None:
+                self._widen(str(sample_id), str(sample_id))
+
+    def _widen(self, low: str | None, high: str | None) -> None:
+        if low is not None:
+            self.min_sample_id = low if self.min_sample_id is None else min(self.min_sample_id, low)
+        if high is not None:
+            self.max_sample_id = high if self.max_sample_id is None else max(self.max_sample_id, high)
+
+    def merge(self, other: ManifestAgg) -> None:
+        self.count += other.count
+        self.columns |= other.columns
+        self.content = (self.content + other.content) % _MOD
+        self._widen(other.min_sample_id, other.max_sample_id)
+
+    def report(self, run_id: str, stage: str, created_ms: int | None) -> dict[str, Any]:
+        columns = sorted(self.columns)
+        return {
+            "run_id": run_id,
+            "stage": stage,
+            "count": self.count,
+            "columns": columns,
+            "field_hash": field_hash(columns),
+            "content_hash": f"{self.content:064x}",
+            "min_sample_id": self.min_sample_id,
+            "max_sample_id": self.max_sample_id,
+            "created_at": iso_ms(created_ms),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "columns": sorted(self.columns),
+            "content": f"{self.content:064x}",
+            "min_sample_id": self.min_sample_id,
+            "max_sample_id": self.max_sample_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ManifestAgg:
+        return cls(
+            data["count"],
+            set(data["columns"]),
+            int(data["content"], 16),
+            data["min_sample_id"],
+            data["max_sample_id"],
+        )

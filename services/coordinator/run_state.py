@@ -1,0 +1,252 @@
+"""Everything the coordinator knows about one run, folded incrementally from the topics.
+
+A run is done when every stage topic has drained on all its partitions (end-of-run markers
+from every upstream partition) and, for each step, the progress records of every input
+partition's final transaction have arrived. The second condition matters because a step
+writes its marker and its progress record in one transaction but to different topics, which
+the coordinator may read in either order; without it the counts and timings could miss the
+last transaction.
+
+The state is a snapshot (`to_json`) the coordinator writes to a compacted topic together with
+its offsets, so restoring it and reading on yields exactly the reports of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.coordinator.gates import GateConfigError, evaluate_gates
+from services.coordinator.manifest import ManifestAgg
+from services.coordinator.quality import QualityAgg
+from services.coordinator.timing import StepTiming, timing_report
+from shared.pipeline import SEEDS_STAGE
+from shared.runtime.markers import MarkerTracker
+
+SNAPSHOT_VERSION = 1
+_COUNTS = ("rows_in", "rows_out", "rows_dropped", "rows_errored", "batches")
+
+
+@dataclass
+class StepProgress:
+    """Exactly-once sums of a step's progress records (each is written in the step's transaction)."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTS, 0))
+    partitions_ended: set[int] = field(default_factory=set)
+    input_partitions: int = 0
+    timing: StepTiming = field(default_factory=StepTiming)
+
+    def add(self, record: dict[str, Any]) -> None:
+        for name in _COUNTS:
+            self.counts[name] += int(record.get(name) or 0)
+        self.partitions_ended.update(record.get("partitions_ended") or ())
+        self.input_partitions = max(self.input_partitions, int(record.get("input_partitions") or 0))
+        self.timing.add_progress(record)
+
+    @property
+    def complete(self) -> bool:
+        """Every input partition's final transaction has been counted."""
+        return len(self.partitions_ended) >= self.input_partitions
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "counts": dict(self.counts),
+            "partitions_ended": sorted(self.partitions_ended),
+            "input_partitions": self.input_partitions,
+            "timing": self.timing.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StepProgress:
+        return cls(
+            dict(data["counts"]),
+            set(data["partitions_ended"]),
+            data["input_partitions"],
+            StepTiming.from_json(data["timing"]),
+        )
+
+
+@dataclass
+class StageState:
+    partitions: int
+    markers: MarkerTracker = field(default_factory=MarkerTracker)
+    manifest: ManifestAgg = field(default_factory=ManifestAgg)
+    quality: QualityAgg = field(default_factory=QualityAgg)
+    #: None for the seeds stage until a progress record names it (the seed producer writes none).
+    progress: StepProgress | None = None
+
+
+@dataclass
+class RunState:
+    run_id: str
+    stages: dict[str, StageState]
+    status: str = "running"
+    finished_ms: int | None = None
+    final_stage: str | None = None
+    verdict: dict[str, Any] | None = None
+    dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, run_id: str, stages: list[str], partitions_by_stage: dict[str, int]) -> RunState:
+        return cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
+
+    # -- input ---------------------------------------------------------------------------------
+    def _stage(self, stage: str) -> StageState:
+        if stage not in self.stages:
+            raise KeyError(f"run {self.run_id}: unknown stage {stage!r}; stages: {list(self.stages)}")
+        return self.stages[stage]
+
+    def add_rows(self, stage: str, rows: list[dict[str, Any]]) -> None:
+        state = self._stage(stage)
+        state.manifest.add_rows(rows)
+        state.quality.add_rows(rows)
+
+    def add_marker(self, stage: str, partition: int, marker: dict[str, Any]) -> None:
+        self._stage(stage).markers.observe(
+            self.run_id, partition, marker["source_partition"], marker["source_partitions"]
+        )
+
+    def add_progress(self, record: dict[str, Any]) -> None:
+        state = self.stages.get(record["stage"])
+        if state is None:
+            return  # a service outside the stage chain (e.g. the sink) has nothing to add here
+        if state.progress is None:
+            state.progress = StepProgress()
+        state.progress.add(record)
+
+    def add_dead_letter(self, record: dict[str, Any]) -> None:
+        by_type = self.dead_letters.setdefault(record["step"], {})
+        by_type[record["error_type"]] = by_type.get(record["error_type"], 0) + 1
+
+    # -- end of run ----------------------------------------------------------------------------
+    def _drained(self, state: StageState) -> int:
+        return len(state.markers.drained_partitions(self.run_id))
+
+    def all_drained(self) -> bool:
+        for stage, state in self.stages.items():
+            if self._drained(state) < state.partitions:
+                return False
+            # Steps must have reported; the seeds stage (no progress records) must not wait.
+            if stage != SEEDS_STAGE and (state.progress is None or not state.progress.complete):
+                return False
+        return True
+
+    def finish(self, final_stage: str, gates: dict[str, float], now_ms: int) -> None:
+        self.final_stage = final_stage
+        self.finished_ms = now_ms
+        try:
+            self.verdict = evaluate_gates(gates, self._stage(final_stage).quality.metrics())
+        except GateConfigError as exc:
+            # Raising would crash-loop the coordinator on the same input; a failed verdict
+            # blocks the release and shows the configuration error where the verdict is read.
+            self.verdict = {"passed": False, "failures": [f"gate configuration error: {exc}"]}
+        self.status = "done"
+
+    # -- output --------------------------------------------------------------------------------
+    def rows_out(self) -> dict[str, int]:
+        """Rows each stage emitted: progress sums for steps, rows seen for the seeds stage."""
+        return {
+            stage: state.progress.counts["rows_out"] if state.progress else state.manifest.count
+            for stage, state in self.stages.items()
+        }
+
+    def final_quality(self) -> dict[str, float]:
+        if self.final_stage is None:
+            return {}
+        metrics = self.stages[self.final_stage].quality.metrics()
+        return {name: float(value) for name, value in metrics.items() if value is not None}
+
+    def started_ms(self) -> int | None:
+        firsts = [
+            s.progress.timing.first_ms
+            for s in self.stages.values()
+            if s.progress is not None and s.progress.timing.first_ms is not None
+        ]
+        return min(firsts) if firsts else None
+
+    def reports(self) -> dict[str, Any]:
+        return {
+            "manifest": [
+                state.manifest.report(self.run_id, stage, self.finished_ms)
+                for stage, state in self.stages.items()
+            ],
+            "quality": [state.quality.report(self.run_id, stage) for stage, state in self.stages.items()],
+            "timing": timing_report(
+                self.run_id,
+                {stage: s.progress.timing for stage, s in self.stages.items() if s.progress is not None},
+            ),
+        }
+
+    def public(self) -> dict[str, Any]:
+        stages: dict[str, dict[str, Any]] = {}
+        for stage, state in self.stages.items():
+            info: dict[str, Any] = dict(state.progress.counts) if state.progress else {}
+            info["rows_out"] = self.rows_out()[stage]
+            info["rows_seen"] = state.manifest.count
+            info["drained_partitions"] = self._drained(state)
+            info["partitions"] = state.partitions
+            stages[stage] = info
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "started_ms": self.started_ms(),
+            "finished_ms": self.finished_ms,
+            "stages": stages,
+            "dead_letters": self.dead_letters,
+            "verdict": self.verdict,
+            "reports": self.reports() if self.status == "done" else None,
+        }
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "run_id": self.run_id,
+            "status": self.status,
+            "finished_ms": self.finished_ms,
+            "final_stage": self.final_stage,
+            "verdict": self.verdict,
+            "dead_letters": self.dead_letters,
+            "stages": [
+                {
+                    "stage": stage,
+                    "partitions": state.partitions,
+                    "markers": {
+                        str(p): json.loads(state.markers.entry(run, p))
+                        for run, p in sorted(state.markers.seen)
+                    },
+                    "manifest": state.manifest.to_json(),
+                    "quality": state.quality.to_json(),
+                    "progress": state.progress.to_json() if state.progress else None,
+                }
+                for stage, state in self.stages.items()
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunState:
+        if data.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"run snapshot version {data.get('version')!r}, expected {SNAPSHOT_VERSION}")
+        run_id = data["run_id"]
+        stages: dict[str, StageState] = {}
+        for entry in data["stages"]:
+            markers = MarkerTracker()
+            for partition, value in entry["markers"].items():
+                markers.restore(run_id, int(partition), json.dumps(value).encode())
+            stages[entry["stage"]] = StageState(
+                entry["partitions"],
+                markers,
+                ManifestAgg.from_json(entry["manifest"]),
+                QualityAgg.from_json(entry["quality"]),
+                StepProgress.from_json(entry["progress"]) if entry["progress"] else None,
+            )
+        return cls(
+            run_id,
+            stages,
+            data["status"],
+            data["finished_ms"],
+            data["final_stage"],
+            data["verdict"],
+            {step: dict(counts) for step, counts in data["dead_letters"].items()},
+        )

@@ -1,0 +1,1 @@
+"""Writing a released run's rows as deterministic dataset files."""
