@@ -1,0 +1,62 @@
+"""dedup: the first row with a key wins; later ones are dropped or flagged.
+
+Keys seen go to a durable state store so a restarted instance still knows them; a set in
+front saves a store round trip for every key this process has already met. The pipeline
+partitions by the key so that every copy of a key reaches the same instance.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from shared.schemas import step_fields
+from shared.step import Row, StateStore, Step, StepContext, StepParams
+
+SEEN = b"1"
+
+
+class DedupParams(StepParams):
+    field: str = "sample_id"
+    #: "flag" keeps duplicates and marks them `is_duplicate`, for auditing what would be dropped.
+    mode: Literal["drop", "flag"] = "drop"
+
+
+class DedupStep(Step):
+    name: ClassVar[str] = "dedup"
+    Params: ClassVar[type[StepParams]] = DedupParams
+    params: DedupParams
+
+    def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        self._seen: set[str] = set()
+        self._store: StateStore | None = None
+
+    def open(self, ctx: StepContext) -> None:
+        self._store = ctx.state_store("dedup_keys")
+
+    def close(self) -> None:
+        self._store = None
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        return step_fields(self.name) if self.params.mode == "flag" else []
+
+    def process_row(self, row: Row) -> Row | None:
+        key = row.get(self.params.field)
+        if key is None:
+            raise ValueError(f"dedup: row has no {self.params.field!r}")
+        duplicate = self._check_and_mark(str(key))
+        if self.params.mode == "flag":
+            return {**row, "is_duplicate": duplicate}
+        return None if duplicate else row
+
+    def _check_and_mark(self, key: str) -> bool:
+        """True if the key was seen before; records it otherwise."""
+        if key in self._seen:
+            return True
+        self._seen.add(key)
+        if self._store is None:
+            return False
+        if self._store.get(key) is not None:
+            return True
+        self._store.put(key, SEEN)
+        return False
