@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.coordinator.manifest import ManifestAgg, canonical_json, field_hash
+
+ROW = st.fixed_dictionaries(
+    {"source_index": st.integers(0, 10_000), "sample_id": st.text(max_size=8)},
+    optional={"x": st.one_of(st.none(), st.floats(allow_nan=False), st.text(max_size=5), st.booleans())},
+)
+
+
+def _agg(rows: list[dict]) -> ManifestAgg:
+    agg = ManifestAgg()
+    agg.add_rows(rows)
+    return agg
+
+
+def test_hand_computed_manifest() -> None:
+    rows = [{"sample_id": "b", "source_index": 1}, {"sample_id": "a", "source_index": 0, "keep": True}]
+    report = _agg(rows).report("run-1", "hash", created_ms=1_700_000_000_000)
+    digests = [hashlib.sha256(canonical_json(r).encode()).digest() for r in rows]
+    expected = sum(int.from_bytes(d, "big") for d in digests) % 2**256
+    assert report == {
+        "run_id": "run-1",
+        "stage": "hash",
+        "count": 2,
+        "columns": ["keep", "sample_id", "source_index"],
+        "field_hash": hashlib.sha256(b"keep,sample_id,source_index").hexdigest(),
+        "content_hash": f"{expected:064x}",
+        "min_sample_id": "a",
+        "max_sample_id": "b",
+        "created_at": "2023-11-14T22:13:20.000+00:00",
+    }
+    assert canonical_json(rows[1]) == '{"keep":true,"sample_id":"a","source_index":0}'
+
+
+def test_empty_stage_and_rows_without_sample_id() -> None:
+    report = _agg([{"source_index": 0, "blob": b"\x00\xff"}]).report("r", "seeds", None)
+    assert report["count"] == 1
+    assert report["min_sample_id"] is None and report["max_sample_id"] is None
+    assert report["created_at"] is None
+    empty = ManifestAgg().report("r", "seeds", None)
+    assert empty["count"] == 0 and empty["content_hash"] == "0" * 64
+    assert empty["field_hash"] == field_hash([])
+
+
+def test_a_changed_row_changes_the_content_hash_but_not_the_field_hash() -> None:
+    a = _agg([{"sample_id": "a", "v": 1}]).report("r", "s", None)
+    b = _agg([{"sample_id": "a", "v": 2}]).report("r", "s", None)
+    assert a["content_hash"] != b["content_hash"]
+    assert a["field_hash"] == b["field_hash"]
+
+
+@given(st.lists(ROW, max_size=30), st.randoms(use_true_random=False), st.integers(0, 30))
+def test_manifest_is_independent_of_order_and_split(rows: list[dict], rnd, cut: int) -> None:
+    whole = _agg(rows).report("r", "s", 5)
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    left, right = _agg(shuffled[:cut]), _agg(shuffled[cut:])
+    right.merge(left)
+    assert right.report("r", "s", 5) == whole
+    assert ManifestAgg.from_json(right.to_json()).report("r", "s", 5) == whole

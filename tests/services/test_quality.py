@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import itertools
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.coordinator.quality import QUALITY_METRICS, QualityAgg
+
+ROW = st.fixed_dictionaries(
+    {},
+    optional={
+        "keep": st.one_of(st.none(), st.booleans()),
+        "exec_pass": st.one_of(st.none(), st.booleans()),
+        "gold_match": st.one_of(st.none(), st.booleans()),
+        "teacher_score": st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0]), st.floats(0, 1)),
+        "reject_reason": st.sampled_from(["ok", "too_short", "empty_output"]),
+        "exec_error": st.one_of(st.none(), st.sampled_from(["", "no such table: t", "syntax error"])),
+    },
+)
+
+
+def _agg(rows: list[dict]) -> QualityAgg:
+    agg = QualityAgg()
+    agg.add_rows(rows)
+    return agg
+
+
+def test_hand_computed_report() -> None:
+    rows = [
+        {"keep": True, "exec_pass": True, "gold_match": True, "teacher_score": 1.0, "reject_reason": "ok"},
+        {
+            "keep": False,
+            "exec_pass": False,
+            "gold_match": False,
+            "teacher_score": 0.0,
+            "reject_reason": "too_short",
+            "exec_error": "no such table: x",
+        },
+        {"keep": True, "exec_pass": True, "gold_match": None, "teacher_score": 0.5, "reject_reason": "ok"},
+        {"exec_pass": None, "teacher_score": None},  # no keep: counts as kept
+    ]
+    report = _agg(rows).report("r", "keep_by_score")
+    assert report == {
+        "run_id": "r",
+        "stage": "keep_by_score",
+        "total": 4,
+        "kept": 3,
+        "rejected": 1,
+        "p_keep": 0.75,
+        "exec_evaluated": 3,
+        "exec_passed": 2,
+        "exec_pass_rate": 2 / 3,
+        "gold_evaluated": 2,
+        "gold_matched": 1,
+        "gold_match_rate": 0.5,
+        "teacher_score_min": 0.0,
+        "teacher_score_max": 1.0,
+        "teacher_score_mean": 0.5,
+        "reject_reasons": {"ok": 2, "too_short": 1},
+        "exec_errors": {"no such table: x": 1},
+    }
+    assert set(QUALITY_METRICS) <= set(report)
+
+
+def test_stage_without_columns_reports_none_rates() -> None:
+    metrics = _agg([{"source_index": 0}, {"source_index": 1}]).metrics()
+    assert metrics["p_keep"] == 1.0
+    assert metrics["exec_pass_rate"] is None and metrics["gold_match_rate"] is None
+    assert metrics["teacher_score_mean"] is None
+    assert QualityAgg().metrics()["p_keep"] is None
+
+
+def test_long_error_texts_are_truncated() -> None:
+    report = _agg([{"exec_error": "x" * 1000}]).report("r", "s")
+    assert list(report["exec_errors"]) == ["x" * 200]
+
+
+@given(
+    st.lists(ROW, max_size=40), st.lists(st.integers(0, 40), max_size=4), st.randoms(use_true_random=False)
+)
+def test_merging_any_split_gives_the_same_aggregate(rows: list[dict], cuts: list[int], rnd) -> None:
+    whole = _agg(rows)
+    shuffled = list(rows)
+    rnd.shuffle(shuffled)
+    bounds = [0, *sorted(cuts), len(shuffled)]
+    merged = QualityAgg()
+    for lo, hi in itertools.pairwise(bounds):
+        merged.merge(QualityAgg.from_json(_agg(shuffled[lo:hi]).to_json()))
+    assert merged.to_json() == whole.to_json()
+    assert merged.report("r", "s") == whole.report("r", "s")

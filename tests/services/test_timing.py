@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.coordinator.timing import (
+    HIST_STEPS,
+    LatencyStats,
+    StepTiming,
+    Summary,
+    bucket_centre,
+    bucket_of,
+    timing_report,
+)
+
+LATENCY = st.floats(min_value=0, max_value=1e4, allow_nan=False)
+
+
+def _stats(values: list[float]) -> LatencyStats:
+    stats = LatencyStats()
+    for value in values:
+        stats.add(value)
+    return stats
+
+
+def test_hand_computed_stats() -> None:
+    report = _stats([0.1, 0.2, 0.3, 0.4]).report()
+    assert report["count"] == 4
+    assert report["min"] == 0.1 and report["max"] == 0.4
+    assert report["mean"] == 0.25  # the exact sum of the four floats rounds to 1.0
+    # nearest rank: p50 is the 2nd sample, p90 and p95 the 4th, each to the bucket resolution
+    assert report["p50"] == pytest.approx(0.2, rel=0.023)
+    assert report["p90"] == report["p95"] == pytest.approx(0.4, rel=0.023)
+    assert _stats([5.0, 5.0]).report()["p50"] == 5.0  # clamped into the exact [min, max]
+
+
+def test_empty_stats_report_none() -> None:
+    assert LatencyStats().report() == {
+        "count": 0,
+        "min": None,
+        "max": None,
+        "mean": None,
+        "p50": None,
+        "p90": None,
+        "p95": None,
+    }
+
+
+def test_bucket_resolution_is_as_documented() -> None:
+    bound = 2 ** (1 / (2 * HIST_STEPS))
+    for value in (1e-5, 0.0123, 0.2, 1.0, 7.5, 300.0):
+        centre = bucket_centre(bucket_of(value))
+        assert 1 / bound <= centre / value <= bound
+    assert bucket_of(0.0) == 0 and bucket_of(-1.0) == 0
+
+
+@given(st.lists(LATENCY, min_size=1, max_size=200), st.sampled_from([50, 90, 95]))
+def test_percentiles_within_resolution_of_exact_nearest_rank(values: list[float], q: int) -> None:
+    exact = sorted(values)[max(1, math.ceil(q / 100 * len(values))) - 1]
+    got = _stats(values).percentile(q)
+    assert got is not None
+    if exact > 1e-6:
+        assert got == pytest.approx(exact, rel=2 ** (1 / HIST_STEPS) - 1)
+
+
+@given(st.lists(LATENCY, max_size=60), st.integers(0, 60), st.randoms(use_true_random=False))
+def test_merge_is_order_and_split_independent(values: list[float], cut: int, rnd) -> None:
+    whole = _stats(values)
+    shuffled = list(values)
+    rnd.shuffle(shuffled)
+    a, b = _stats(shuffled[:cut]), _stats(shuffled[cut:])
+    b.merge(a)
+    restored = LatencyStats.from_json(json.loads(json.dumps(b.to_json())))
+    assert restored.to_json() == whole.to_json()
+    assert restored.report() == whole.report()
+
+
+def test_summary_mean_is_exact() -> None:
+    summary = Summary()
+    for value in (1e16, 1.0, -1e16):
+        summary.add(value)
+    assert summary.mean == pytest.approx(1 / 3)  # a float running sum would give 0
+
+
+def test_timing_report_and_wall_time() -> None:
+    a, b = StepTiming(), StepTiming()
+    a.add_progress({"batch_seconds": [1.0, 3.0], "row_seconds": [0.5], "first_ms": 1000, "last_ms": 4000})
+    a.add_progress({"batch_seconds": [], "row_seconds": [], "first_ms": 0, "last_ms": 0})  # no info
+    b.add_progress({"batch_seconds": [2.0], "first_ms": 2000, "last_ms": 9500})
+    report = timing_report("r", {"a": a, "b": b})
+    assert report["first_ms"] == 1000 and report["last_ms"] == 9500
+    assert report["wall_seconds"] == 8.5
+    assert report["steps"]["a"]["batch_seconds"]["mean"] == 2.0
+    assert report["steps"]["a"]["wall_seconds"] == 3.0
+    assert report["steps"]["b"]["row_seconds"]["count"] == 0
+    assert timing_report("r", {})["wall_seconds"] is None
