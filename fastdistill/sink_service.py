@@ -39,7 +39,8 @@ class OpenRun:
     run_id: str
     first_offsets: dict[int, int] = field(default_factory=dict)
     rows: int = 0
-    written: bool = False
+    #: file name -> sha256, once the dataset is written to `.pending`
+    files: dict[str, str] | None = None
 
 
 class SinkService:
@@ -152,8 +153,7 @@ class SinkService:
         columns = [f["name"] for f in self.plan.fields[self.stage]]
         pending = self.root / run.run_id / ".pending" / self.stage
         shutil.rmtree(pending, ignore_errors=True)
-        write_dataset(rows, pending, columns)
-        run.written = True
+        run.files = write_dataset(rows, pending, columns, self.spec.sink.formats)
         log.info("run %s: %d rows staged for release", run.run_id, len(rows))
 
     # -- release -------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ class SinkService:
         for run_id, run in list(self.runs.items()):
             if len(self.tracker.drained_partitions(run_id)) < self.partitions:
                 continue
-            if not run.written:
+            if run.files is None:
                 self._write_pending(run)
             verdict = self.verdicts.get(run_id)
             if self.spec.sink.await_gate and verdict is None:
@@ -182,12 +182,11 @@ class SinkService:
         shutil.rmtree(target, ignore_errors=True)
         pending.rename(target)
         shutil.rmtree(run_dir / ".pending", ignore_errors=True)
-        files = {p.name: _sha256(p) for p in sorted(target.iterdir())}
         status = {
             "run_id": run.run_id,
             "stage": self.stage,
             "rows": run.rows,
-            "files": files,
+            "files": run.files,
             "gate": verdict,
         }
         (run_dir / (RELEASED if passed else REJECTED)).write_text(

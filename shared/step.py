@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,12 +35,17 @@ class StateStore(Protocol):
 class StepContext(Protocol):
     """What the runtime offers a step when it opens."""
 
-    def state_store(self, name: str, *, durable_immediately: bool = False) -> StateStore:
+    def state_store(
+        self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
+    ) -> StateStore:
         """A store backed by a compacted topic.
 
         `durable_immediately=False`: writes commit atomically with the step's output rows
         (exactly-once state, e.g. dedup keys). `True`: writes are flushed at once, outside
         the transaction, so work already paid for (teacher generations) survives an abort.
+        `scope="run"`: keys are private to the run being processed (dedup: a second run of
+        the same seeds is a new dataset, not a duplicate); `"global"`: shared by all runs
+        (the generation cache, so a replay pays nothing twice).
         """
         ...
 

@@ -127,7 +127,7 @@ class TeacherStep(AsyncStep):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, ctx: StepContext) -> None:
-        self.cache = ctx.state_store("generation_cache", durable_immediately=True)
+        self.cache = ctx.state_store("generation_cache", durable_immediately=True, scope="global")
 
     def close(self) -> None:
         # The runtime calls this synchronously as its loop ends; the pool dies with the loop.

@@ -18,7 +18,7 @@ import time
 import zlib
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -29,7 +29,7 @@ from shared.runtime import clients
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import HealthServer
 from shared.runtime.markers import MarkerTracker
-from shared.runtime.state import CURRENT_PARTITION, KafkaStateStore
+from shared.runtime.state import CURRENT_PARTITION, CURRENT_RUN, KafkaStateStore
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.step import Row, Step
 
@@ -136,7 +136,9 @@ class StepService:
         self._labels = {"step": wiring.stage}
 
     # -- what steps see ------------------------------------------------------------------------
-    def state_store(self, name: str, *, durable_immediately: bool = False) -> KafkaStateStore:
+    def state_store(
+        self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
+    ) -> KafkaStateStore:
         if name not in self.stores:
             topic = f"{self.w.state_topic_prefix}.{name}"
             admin = clients.admin(self.kafka)
@@ -145,7 +147,10 @@ class StepService:
                 [clients.TopicSpec.compacted(topic, clients.partition_count(admin, self.w.input_topic))],
             )
             store = KafkaStateStore(
-                topic, durable_immediately=durable_immediately, immediate_producer=self._immediate_producer
+                topic,
+                durable_immediately=durable_immediately,
+                immediate_producer=self._immediate_producer,
+                per_run=scope == "run",
             )
             store.reload(self.kafka)
             self.stores[name] = store
@@ -165,7 +170,7 @@ class StepService:
         await health.start()
         try:
             self.producer.init_transactions(30)
-            self._markers_store = self.state_store("markers")
+            self._markers_store = self.state_store("markers", scope="global")
             self._restore_tracker()
             self.step.open(self)
             self.input_partitions = clients.partition_count(self.consumer, self.w.input_topic)
@@ -304,6 +309,7 @@ class StepService:
         self._max_message_rows = max(self._max_message_rows, len(rows))
         metrics.ROWS_IN.labels(**self._labels).inc(len(rows))
         CURRENT_PARTITION.set(pm.partition)
+        CURRENT_RUN.set(pm.run_id)
         if self.step.is_async:
             for i, row in enumerate(rows):
                 pm.tasks.append(asyncio.ensure_future(self._process_async(pm, i, row)))

@@ -18,8 +18,9 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 from shared.config import KafkaSettings
 from shared.runtime import clients
 
-#: The input partition whose rows are being processed (set by the service per message).
+#: The input partition and the run whose rows are being processed (set by the service per message).
 CURRENT_PARTITION: contextvars.ContextVar[int] = contextvars.ContextVar("fd_current_partition", default=0)
+CURRENT_RUN: contextvars.ContextVar[str] = contextvars.ContextVar("fd_current_run", default="")
 
 
 class KafkaStateStore:
@@ -29,17 +30,23 @@ class KafkaStateStore:
         *,
         durable_immediately: bool,
         immediate_producer: Callable[[], Producer],
+        per_run: bool = True,
     ) -> None:
         self.topic = topic
         self.durable_immediately = durable_immediately
+        self.per_run = per_run
         self._immediate_producer = immediate_producer
         self.data: dict[str, bytes] = {}
         self._pending: list[tuple[str, bytes, int]] = []
 
+    def _key(self, key: str) -> str:
+        return f"{CURRENT_RUN.get()}|{key}" if self.per_run else key
+
     def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
+        return self.data.get(self._key(key))
 
     def put(self, key: str, value: bytes) -> None:
+        key = self._key(key)
         self.data[key] = value
         partition = CURRENT_PARTITION.get()
         if self.durable_immediately:

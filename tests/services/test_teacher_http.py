@@ -26,32 +26,12 @@ from services.teacher import TeacherError, TeacherStep
 from services.teacher_sim.answers import AnswerBook, StyleMix
 from services.teacher_sim.server import SimConfig
 from shared.step import Row
+from tests.fakes import DictContext
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "orders(id, user_id, amount)"
 TEMPLATE = "Schema: {schema}\nQuestion: {instruction}\nSQL:"
 N_SEEDS = 700
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-
-class DictContext:
-    def __init__(self) -> None:
-        self.stores: dict[str, DictStore] = {}
-        self.durable: dict[str, bool] = {}
-
-    def state_store(self, name: str, *, durable_immediately: bool = False) -> DictStore:
-        self.durable[name] = durable_immediately
-        return self.stores.setdefault(name, DictStore())
 
 
 def _instruction(i: int) -> str:

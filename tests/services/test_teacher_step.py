@@ -12,6 +12,7 @@ import pytest
 from tenacity import RetryCallState
 
 from services.teacher.step import TeacherError, TeacherStep, _Retryable, retry_after_s
+from tests.fakes import DictContext
 
 ROW = {
     "sample_id": "abc",
@@ -20,26 +21,6 @@ ROW = {
     "system_prompt": "Return SQL only.",
     "decode_profile": {"temperature": 0.2, "max_tokens": 128, "top_k": None},
 }
-
-
-class DictStore:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: str, value: bytes) -> None:
-        self.data[key] = value
-
-
-class Ctx:
-    def __init__(self) -> None:
-        self.store = DictStore()
-
-    def state_store(self, name: str, *, durable_immediately: bool = False) -> DictStore:
-        assert (name, durable_immediately) == ("generation_cache", True)
-        return self.store
 
 
 def _dead_url() -> str:
@@ -137,18 +118,22 @@ def test_works_without_open_and_without_a_cache() -> None:
 
 def test_cache_hit_needs_no_server() -> None:
     step = TeacherStep(base_url=_dead_url(), max_retries=0)
-    ctx = Ctx()
+    ctx = DictContext()
     step.open(ctx)
+    # Durable at once and shared by all runs: paid generations survive aborts and serve replays.
+    assert ctx.durable == {"generation_cache": True}
+    assert ctx.scopes == {"generation_cache": "global"}
+    store = ctx.stores["generation_cache"]
     key = f"{step.generation_signature()}:{ROW['sample_id']}"
     usage = {"prompt_tokens": 9, "completion_tokens": 6}
-    ctx.store.put(key, json.dumps({"generation": "SELECT 1;", "usage": usage}).encode())
+    store.put(key, json.dumps({"generation": "SELECT 1;", "usage": usage}).encode())
     out = asyncio.run(step.process_row_async(dict(ROW)))
     assert out is not None
     assert out["generation"] == "SELECT 1;"
     assert out["teacher_cached"] is True and out["teacher_latency_ms"] == 0.0
     assert (out["prompt_tokens"], out["completion_tokens"], out["teacher_model"]) == (9, 6, "teacher-sim")
     # An unreadable entry is a miss, not a failure of the row: the request is made (and fails here).
-    ctx.store.put(key, b"not json")
+    store.put(key, b"not json")
     with pytest.raises(TeacherError, match="connection failed"):
         asyncio.run(step.process_row_async(dict(ROW)))
 

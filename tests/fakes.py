@@ -1,0 +1,32 @@
+"""In-memory stand-ins for what the runtime hands a step, for unit tests of pure step logic."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+
+class DictStore:
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: str, value: bytes) -> None:
+        self.data[key] = value
+
+
+class DictContext:
+    """Records how each store was asked for, so tests can check durability and scope."""
+
+    def __init__(self) -> None:
+        self.stores: dict[str, DictStore] = {}
+        self.durable: dict[str, bool] = {}
+        self.scopes: dict[str, str] = {}
+
+    def state_store(
+        self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
+    ) -> DictStore:
+        self.durable[name] = durable_immediately
+        self.scopes[name] = scope
+        return self.stores.setdefault(name, DictStore())

@@ -1,0 +1,108 @@
+"""Three services as separate processes on the real broker: shout → stamp → sink.
+
+20,000 rows must reach the dataset exactly once, also when the middle service is killed
+with SIGKILL mid-run and restarted: transactions, not de-duplication at the sink, make
+that true (the sink keeps every row it is given).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from fastdistill.local_stack import LocalStack
+from fastdistill.runs import run_dir, wait_for_release
+from shared.config import KafkaSettings
+from shared.pipeline import PipelineSpec
+from tests.runtime.harness import create_topics, write_pipeline, write_seeds
+
+pytestmark = pytest.mark.kafka
+
+N = 20_000
+
+
+def _stack(tmp_path: Path, name: str, bootstrap: str, stamp_buffer: int) -> tuple[LocalStack, PipelineSpec]:
+    path = write_pipeline(
+        tmp_path,
+        name,
+        [
+            {"id": "shout", "step": "tests.runtime.steps:Shout"},
+            # A small buffer keeps the middle service busy long enough to be killed mid-run.
+            {"id": "stamp", "step": "tests.runtime.steps:Stamp", "max_buffered_rows": stamp_buffer},
+        ],
+    )
+    spec = PipelineSpec.load(path)
+    create_topics(KafkaSettings(bootstrap_servers=bootstrap), spec)
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    stack = LocalStack(path, tmp_path / "stack", env)
+    stack.add_pipeline_services(with_coordinator=False)
+    return stack, spec
+
+
+def _produce(stack: LocalStack, seeds: Path, run_id: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "fastdistill.cli", "produce", str(seeds), "--run-id", run_id],
+        env=stack.base_env(),
+        check=True,
+        capture_output=True,
+    )
+
+
+def _dataset_indexes(spec: PipelineSpec, run_id: str) -> list[int]:
+    lines = (run_dir(spec, run_id) / "stamp" / "data.jsonl").read_text().splitlines()
+    return [json.loads(line)["source_index"] for line in lines]
+
+
+def _rows_out(port: int, step: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+        for line in resp.read().decode().splitlines():
+            if line.startswith(f'fd_rows_out_total{{step="{step}"}}'):
+                return float(line.split()[-1])
+    return 0.0
+
+
+def test_chain_moves_every_row_exactly_once(
+    tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
+) -> None:
+    stack, spec = _stack(tmp_path, f"chain-{fresh_topic_prefix}", kafka_bootstrap, 2000)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", N)
+    try:
+        stack.start()
+        _produce(stack, seeds, "run-a")
+        result = wait_for_release(spec, "run-a", 180, stack)
+    finally:
+        stack.stop()
+    assert result["released"] and result["rows"] == N
+    assert _dataset_indexes(spec, "run-a") == list(range(N))
+
+
+def test_sigkill_of_the_middle_service_loses_and_duplicates_nothing(
+    tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
+) -> None:
+    stack, spec = _stack(tmp_path, f"kill-{fresh_topic_prefix}", kafka_bootstrap, 200)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", N)
+    try:
+        stack.start()
+        _produce(stack, seeds, "run-k")
+        stamp = stack.services["stamp"]
+        deadline = time.monotonic() + 60
+        while _rows_out(stamp.port, "stamp") < N / 4:
+            assert time.monotonic() < deadline, "stamp made no progress"
+            time.sleep(0.05)
+        done_before_kill = _rows_out(stamp.port, "stamp")
+        stack.kill("stamp")
+        assert done_before_kill < N, "the kill must land mid-run"
+        stack.restart("stamp")
+        result = wait_for_release(spec, "run-k", 240, stack)
+    finally:
+        stack.stop()
+    indexes = _dataset_indexes(spec, "run-k")
+    assert len(indexes) == N, f"{len(indexes) - len(set(indexes))} duplicated, {N - len(set(indexes))} lost"
+    assert indexes == list(range(N))
+    assert result["rows"] == N
