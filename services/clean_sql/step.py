@@ -29,7 +29,7 @@ _KEYWORD_LINES = (
     re.compile(rf"^[ \t]*(?:{_KEYWORDS})\b", re.M),
     re.compile(rf"^[ \t]*(?:{_KEYWORDS})\b", re.M | re.I),
 )
-_EXPLANATION = re.compile(r"^[ \t]*(?:explanation|this query|note:|the query|here)\b", re.M | re.I)
+_EXPLANATION = re.compile(r"^[ \t]*(?:(?:explanation|this query|the query|here)\b|note:)", re.M | re.I)
 
 
 def strip_reasoning(text: str) -> str:
