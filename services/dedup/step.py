@@ -1,8 +1,13 @@
 """dedup: the first row with a key wins; later ones are dropped or flagged.
 
-Keys seen go to a durable state store so a restarted instance still knows them; a set in
-front saves a store round trip for every key this process has already met. The pipeline
+Keys seen go to a durable state store so a restarted instance still knows them. The pipeline
 partitions by the key so that every copy of a key reaches the same instance.
+
+With a store, the store is the only memory: the runtime scopes its keys to the run being
+processed and rebuilds it from its topic when a transaction aborts. A process-local set in
+front would survive both, so a second run of the same seeds, or the replay of an aborted
+batch, would find its own keys there and lose every row. (The runtime's store is an
+in-memory map already, so the set would save nothing.) Without `open`, a set stands in.
 """
 
 from __future__ import annotations
@@ -51,10 +56,10 @@ class DedupStep(Step):
 
     def _check_and_mark(self, key: str) -> bool:
         """True if the key was seen before; records it otherwise."""
-        if key in self._seen:
-            return True
-        self._seen.add(key)
         if self._store is None:
+            if key in self._seen:
+                return True
+            self._seen.add(key)
             return False
         if self._store.get(key) is not None:
             return True
