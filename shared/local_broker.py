@@ -2,25 +2,43 @@
 
 Jars land in `.cache/kafka/lib` (fetched once by Maven from `broker/pom.xml`); each port has
 its own data folder `.cache/kafka/data-<port>`, so stopping and starting keeps topics.
+Several processes (parallel test sessions, the CLI) may call `up()` at once: a lock file per
+port makes them share one broker instead of racing to start two.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[1]
 BROKER_DIR = REPO / "broker"
 CACHE = Path(os.environ.get("FD_CACHE_DIR", REPO / ".cache")) / "kafka"
 LIB = CACHE / "lib"
-JVM_FLAGS = ["-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true"]
+DEFAULT_PORT = 19092
+# A small heap and C1-only JIT: a test broker starts in ~3 s and idles near 200 MB RSS.
+JVM_FLAGS = [
+    "-Xms64m",
+    "-Xmx768m",
+    "-XX:+UseG1GC",
+    "-XX:TieredStopAtLevel=1",
+    "-Djava.awt.headless=true",
+]
+PID_FILE = "broker.pid"
+LOG_FILE = "broker.log"
 
 
 @dataclass(frozen=True)
@@ -28,29 +46,148 @@ class BrokerInfo:
     bootstrap: str
     pid: int
     data_dir: Path
+    port: int
+
+
+def _expected_jars() -> list[str]:
+    pom = (BROKER_DIR / "pom.xml").read_text()
+    versions = dict(re.findall(r"<(kafka\.version|log4j\.version)>([^<]+)<", pom))
+    return [
+        f"kafka_2.13-{versions['kafka.version']}.jar",
+        f"log4j-core-{versions['log4j.version']}.jar",
+        f"log4j-slf4j-impl-{versions['log4j.version']}.jar",
+    ]
 
 
 def ensure_jars() -> Path:
-    """Fetch the broker's jars with Maven unless they are already cached."""
-    if not any(LIB.glob("kafka_2.13-*.jar")):
-        LIB.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
+    """The folder of the broker's jars, fetched by Maven unless the pom's versions are already there."""
+    if all((LIB / jar).exists() for jar in _expected_jars()):
+        return LIB
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with _locked(CACHE / "jars.lock"):
+        if all((LIB / jar).exists() for jar in _expected_jars()):
+            return LIB
+        # A fresh folder swapped in whole: an interrupted fetch or a version bump never
+        # leaves a half-filled classpath or two Kafka versions side by side.
+        staging = Path(tempfile.mkdtemp(prefix="lib.", dir=CACHE))
+        try:
+            cmd = [
                 "mvn",
                 "-B",
                 "-q",
                 "-f",
                 str(BROKER_DIR / "pom.xml"),
                 "dependency:copy-dependencies",
-                f"-Dfd.lib={LIB}",
-            ],
-            check=True,
-        )
+                f"-Dfd.lib={staging}",
+            ]
+            # Captured: even -q prints terminal escape codes; the output matters only on failure.
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"{' '.join(cmd)} failed:\n{(done.stdout + done.stderr)[-4000:]}")
+            if LIB.exists():
+                shutil.rmtree(LIB)
+            staging.rename(LIB)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return LIB
 
 
-def data_dir_for(port: int) -> Path:
+def data_dir_for(port: int = DEFAULT_PORT) -> Path:
     return CACHE / f"data-{port}"
+
+
+def bootstrap(port: int = DEFAULT_PORT) -> str:
+    return f"127.0.0.1:{port}"
+
+
+def answers(port: int = DEFAULT_PORT, timeout_s: float = 2.0) -> bool:
+    """Whether a Kafka broker on `port` answers a metadata request."""
+    try:
+        # log_level 0: "connection refused" while the broker boots is expected, not worth printing.
+        AdminClient(
+            {"bootstrap.servers": bootstrap(port), "socket.timeout.ms": 1000, "log_level": 0}
+        ).list_topics(timeout=timeout_s)
+        return True
+    except Exception:  # KafkaException or a timeout: not (yet) a broker there
+        return False
+
+
+def is_running(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> bool:
+    return _pid(port, data_dir or data_dir_for(port)) is not None and answers(port)
+
+
+def up(port: int = DEFAULT_PORT, data_dir: Path | None = None, wait_s: float = 60) -> BrokerInfo:
+    """Start the broker (formatting storage the first time) and wait until it answers.
+
+    A broker already running on `port` (still booting, or started by another process) is
+    waited for and returned, not started twice.
+    """
+    data_dir = data_dir or data_dir_for(port)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(_lock_path(port)):
+        pid = _pid(port, data_dir)
+        if pid is not None:
+            if _wait_until_answers(port, pid, wait_s):
+                return BrokerInfo(bootstrap(port), pid, data_dir, port)
+            if _alive(pid):
+                raise TimeoutError(f"broker pid {pid} on port {port} runs but did not answer in {wait_s}s")
+        _refuse_foreign_listener(port)
+        ensure_jars()
+        props = _configure(port, data_dir)
+        with open(data_dir / LOG_FILE, "ab") as log:
+            proc = subprocess.Popen(
+                _java("kafka.Kafka", str(props)),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # Its own session: Ctrl-C in the terminal that ran `up()` does not stop the broker.
+                start_new_session=True,
+            )
+        (data_dir / PID_FILE).write_text(str(proc.pid))
+        if not _wait_until_answers(port, proc.pid, wait_s):
+            alive = _alive(proc.pid)
+            if alive:
+                _signal_and_wait(proc.pid, signal.SIGKILL, 10)
+            (data_dir / PID_FILE).unlink(missing_ok=True)
+            state = f"did not answer in {wait_s}s" if alive else "exited"
+            raise RuntimeError(f"broker on port {port} {state}; see {data_dir / LOG_FILE}")
+        return BrokerInfo(bootstrap(port), proc.pid, data_dir, port)
+
+
+def down(port: int = DEFAULT_PORT, timeout_s: float = 30, data_dir: Path | None = None) -> None:
+    """SIGTERM (a controlled shutdown), then SIGKILL if the broker is still there after `timeout_s`."""
+    _stop(port, data_dir or data_dir_for(port), signal.SIGTERM, timeout_s)
+
+
+def stop_hard(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> None:
+    """SIGKILL: a crash, for fault-injection tests."""
+    _stop(port, data_dir or data_dir_for(port), signal.SIGKILL, 10)
+
+
+def restart(
+    port: int = DEFAULT_PORT, hard: bool = False, data_dir: Path | None = None, wait_s: float = 60
+) -> BrokerInfo:
+    if hard:
+        stop_hard(port, data_dir)
+    else:
+        down(port, data_dir=data_dir)
+    return up(port, data_dir, wait_s)
+
+
+# -- internals ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _lock_path(port: int) -> Path:
+    CACHE.mkdir(parents=True, exist_ok=True)
+    return CACHE / f"broker-{port}.lock"
 
 
 def _java(*args: str) -> list[str]:
@@ -65,11 +202,11 @@ def _java(*args: str) -> list[str]:
 
 
 def _configure(port: int, data_dir: Path) -> Path:
-    data_dir.mkdir(parents=True, exist_ok=True)
     template = (BROKER_DIR / "server.properties.template").read_text()
     props = data_dir / "server.properties"
-    props.write_text(template.format(port=port, controller_port=port + 1, log_dir=data_dir / "log"))
-    if not (data_dir / "log" / "meta.properties").exists():
+    log_dir = data_dir / "log"
+    props.write_text(template.format(port=port, controller_port=port + 1, log_dir=log_dir))
+    if not (log_dir / "meta.properties").exists():
         cluster_id = subprocess.run(
             _java("kafka.tools.StorageTool", "random-uuid"), check=True, capture_output=True, text=True
         ).stdout.split()[-1]
@@ -83,94 +220,83 @@ def _configure(port: int, data_dir: Path) -> Path:
     return props
 
 
-def bootstrap(port: int = 19092) -> str:
-    return f"127.0.0.1:{port}"
-
-
-def answers(port: int = 19092, timeout_s: float = 2.0) -> bool:
+def _is_broker(pid: int) -> bool:
+    # A stale pid file may name a recycled pid: only a kafka.Kafka JVM counts.
     try:
-        # log_level 0: "connection refused" while the broker boots is expected, not worth printing.
-        AdminClient(
-            {"bootstrap.servers": bootstrap(port), "socket.timeout.ms": 1000, "log_level": 0}
-        ).list_topics(timeout=timeout_s)
-        return True
-    except Exception:  # KafkaException or a timeout: not (yet) a broker there
+        return "kafka.Kafka" in psutil.Process(pid).cmdline()
+    except psutil.Error:
         return False
 
 
-def _pid(data_dir: Path) -> int | None:
+def _listener(port: int) -> int | None:
     try:
-        pid = int((data_dir / "broker.pid").read_text())
-        os.kill(pid, 0)
-        return pid
-    except (OSError, ValueError):
+        conns = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:  # some systems hide other users' sockets: then only pid files count
         return None
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
 
 
-def is_running(port: int = 19092) -> bool:
-    return _pid(data_dir_for(port)) is not None and answers(port)
+def _pid(port: int, data_dir: Path) -> int | None:
+    """The broker's pid: from the pid file, else the kafka.Kafka JVM listening on `port`."""
+    with contextlib.suppress(OSError, ValueError):
+        pid = int((data_dir / PID_FILE).read_text())
+        if _alive(pid) and _is_broker(pid):
+            return pid
+    listener = _listener(port)
+    if listener is not None and _is_broker(listener):
+        return listener
+    return None
 
 
-def up(port: int = 19092, data_dir: Path | None = None, wait_s: float = 90) -> BrokerInfo:
-    """Start the broker (formatting storage the first time) and wait until it answers."""
-    data_dir = data_dir or data_dir_for(port)
-    pid = _pid(data_dir)
-    if pid is not None and answers(port):
-        return BrokerInfo(bootstrap(port), pid, data_dir)
-    ensure_jars()
-    props = _configure(port, data_dir)
-    with open(data_dir / "broker.log", "ab") as log:
-        proc = subprocess.Popen(
-            _java("kafka.Kafka", str(props)), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    (data_dir / "broker.pid").write_text(str(proc.pid))
+def _refuse_foreign_listener(port: int) -> None:
+    for p in (port, port + 1):
+        pid = _listener(p)
+        if pid is not None:
+            try:
+                what = " ".join(psutil.Process(pid).cmdline())[:200]
+            except psutil.Error:
+                what = "?"
+            raise RuntimeError(f"port {p} is taken by pid {pid} ({what}), not by a broker of ours")
+
+
+def _wait_until_answers(port: int, pid: int, wait_s: float) -> bool:
     deadline = time.monotonic() + wait_s
     while not answers(port):
-        if proc.poll() is not None:
-            raise RuntimeError(f"broker exited with {proc.returncode}; see {data_dir / 'broker.log'}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"broker on port {port} did not answer in {wait_s}s; see {data_dir / 'broker.log'}"
-            )
+        if not _alive(pid) or time.monotonic() > deadline:
+            return False
         time.sleep(0.2)
-    return BrokerInfo(bootstrap(port), proc.pid, data_dir)
+    return True
 
 
-def down(port: int = 19092, timeout_s: float = 30, data_dir: Path | None = None) -> None:
-    """SIGTERM (a clean shutdown), then SIGKILL if the broker is still there after `timeout_s`."""
-    _stop(data_dir or data_dir_for(port), signal.SIGTERM, timeout_s)
+def _stop(port: int, data_dir: Path, sig: int, timeout_s: float) -> None:
+    with _locked(_lock_path(port)):
+        pid = _pid(port, data_dir)
+        if pid is not None:
+            _signal_and_wait(pid, sig, timeout_s)
+        (data_dir / PID_FILE).unlink(missing_ok=True)
 
 
-def stop_hard(port: int = 19092, data_dir: Path | None = None) -> None:
-    """SIGKILL: a crash, for fault-injection tests."""
-    _stop(data_dir or data_dir_for(port), signal.SIGKILL, 10)
-
-
-def restart(port: int = 19092, hard: bool = False) -> BrokerInfo:
-    (stop_hard if hard else down)(port)
-    return up(port)
-
-
-def _stop(data_dir: Path, sig: int, timeout_s: float) -> None:
-    pid = _pid(data_dir)
-    if pid is None:
-        return
-    os.kill(pid, sig)
+def _signal_and_wait(pid: int, sig: int, timeout_s: float) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
     deadline = time.monotonic() + timeout_s
     while _alive(pid):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             deadline += 10
-        time.sleep(0.1)
-    (data_dir / "broker.pid").unlink(missing_ok=True)
+        time.sleep(0.05)
 
 
 def _alive(pid: int) -> bool:
     # Reap it if it is our child, so a zombie does not count as alive.
     with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
+    # A zombie whose parent is another, still running process would otherwise stay "alive".
     try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False

@@ -6,6 +6,8 @@ Docker engine answers; else the project's own local broker (`shared.local_broker
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -18,7 +20,10 @@ import pytest
 def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except subprocess.TimeoutExpired:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -32,21 +37,29 @@ def kafka_bootstrap() -> Iterator[str]:
         except ImportError:
             pass
         else:
-            with KafkaContainer("apache/kafka:4.1.1").with_kraft() as container:
+            # testcontainers-python's KafkaContainer drives Confluent's image (Kafka 3.9 here).
+            with KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as container:
                 yield container.get_bootstrap_server()
             return
     from shared import local_broker
 
-    was_running = local_broker.is_running()
-    info = local_broker.up()
-    # Subprocess services started by tests find the broker the same way.
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
-    try:
-        yield info.bootstrap
-    finally:
-        os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
-        if not was_running:
-            local_broker.down()
+    local_broker.CACHE.mkdir(parents=True, exist_ok=True)
+    with open(local_broker.CACHE / f"sessions-{local_broker.DEFAULT_PORT}.lock", "a") as lease:
+        # Every session holds a shared lease, so the one that started the broker leaves it
+        # running for sessions that are still using it (others test in parallel on this machine).
+        fcntl.flock(lease, fcntl.LOCK_SH)
+        was_running = local_broker.is_running()
+        info = local_broker.up()
+        # Subprocess services started by tests find the broker the same way.
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
+        try:
+            yield info.bootstrap
+        finally:
+            os.environ.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+            if not was_running:
+                with contextlib.suppress(BlockingIOError):
+                    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    local_broker.down()
 
 
 @pytest.fixture
