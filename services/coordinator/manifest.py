@@ -1,9 +1,13 @@
 """The manifest of a stage: what rows it produced, identified independently of their order.
 
-Rows of a stage arrive from several partitions in an order that differs between runs and
-restarts, so the content hash is the sum (mod 2**256) of the SHA-256 of each row's canonical
-JSON: addition commutes, so any order and any split of the rows give the same hash, and a
-changed, missing or extra row changes it. The field hash identifies the column set alone.
+- `field_hash`: SHA-256 hex of the sorted column names joined with "," (the column set alone).
+- `content_hash`: the sum mod 2**256 of the SHA-256 (as a big-endian integer) of each row's
+  canonical JSON (sorted keys, compact separators, UTF-8, bytes as base64), as 64 hex digits.
+  Rows of a stage arrive from several partitions in an order that differs between runs and
+  restarts; addition commutes, so any order and any split of the rows give the same hash.
+  Unlike XOR, a sum does not cancel a row that occurs twice, so duplicates still show.
+
+Everything but `created_at` is a function of the multiset of rows alone.
 """
 
 from __future__ import annotations
@@ -13,12 +17,26 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
+
+from services.coordinator import greatest, least
 
 _MOD = 2**256
 
 
-def _json_default(value: object) -> object:
+class ManifestReport(TypedDict):
+    run_id: str
+    stage: str
+    count: int
+    columns: list[str]
+    field_hash: str
+    content_hash: str
+    min_sample_id: str | None
+    max_sample_id: str | None
+    created_at: str | None  # ISO 8601 UTC with milliseconds; None until the run has finished
+
+
+def json_default(value: object) -> object:
     # Avro `bytes` fields decode to bytes, which JSON has no type for.
     if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode("ascii")
@@ -26,7 +44,7 @@ def _json_default(value: object) -> object:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
 
 
 def row_hash(row: dict[str, Any]) -> int:
@@ -56,15 +74,13 @@ class ManifestAgg:
             self.count += 1
             self.columns.update(row)
             self.content = (self.content + row_hash(row)) % _MOD
-            sample_id = row.get("sample_id")
-            if sample_id is not None:
-                self._widen(str(sample_id), str(sample_id))
+            if row.get("sample_id") is not None:
+                sample_id = str(row["sample_id"])
+                self._widen(sample_id, sample_id)
 
     def _widen(self, low: str | None, high: str | None) -> None:
-        if low is not None:
-            self.min_sample_id = low if self.min_sample_id is None else min(self.min_sample_id, low)
-        if high is not None:
-            self.max_sample_id = high if self.max_sample_id is None else max(self.max_sample_id, high)
+        self.min_sample_id = least(self.min_sample_id, low)
+        self.max_sample_id = greatest(self.max_sample_id, high)
 
     def merge(self, other: ManifestAgg) -> None:
         self.count += other.count
@@ -72,19 +88,19 @@ class ManifestAgg:
         self.content = (self.content + other.content) % _MOD
         self._widen(other.min_sample_id, other.max_sample_id)
 
-    def report(self, run_id: str, stage: str, created_ms: int | None) -> dict[str, Any]:
+    def report(self, run_id: str, stage: str, created_ms: int | None) -> ManifestReport:
         columns = sorted(self.columns)
-        return {
-            "run_id": run_id,
-            "stage": stage,
-            "count": self.count,
-            "columns": columns,
-            "field_hash": field_hash(columns),
-            "content_hash": f"{self.content:064x}",
-            "min_sample_id": self.min_sample_id,
-            "max_sample_id": self.max_sample_id,
-            "created_at": iso_ms(created_ms),
-        }
+        return ManifestReport(
+            run_id=run_id,
+            stage=stage,
+            count=self.count,
+            columns=columns,
+            field_hash=field_hash(columns),
+            content_hash=f"{self.content:064x}",
+            min_sample_id=self.min_sample_id,
+            max_sample_id=self.max_sample_id,
+            created_at=iso_ms(created_ms),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

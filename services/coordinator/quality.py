@@ -1,5 +1,12 @@
 """The quality report of a stage: keep/reject counts, execution and gold rates, teacher scores.
 
+- p_keep = kept / total; only `keep is False` rejects, so rows without `keep` (stages before
+  rule_filter) or with `keep` None count as kept.
+- exec_pass_rate = exec_pass True / rows whose exec_pass is present and not None.
+- gold_match_rate = gold_match True / rows whose gold_match is not None (sql_eval leaves it
+  None without a gold query).
+- teacher_score min/max/mean over rows with a teacher_score (the judge score of the gates).
+
 Columns a stage does not have yet (say `exec_pass` before sql_eval) give None rates rather
 than 0, so a gate on them reports the metric as missing instead of as a failure of the data.
 """
@@ -7,26 +14,40 @@ than 0, so a gate on them reports the metric as missing instead of as a failure 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from services.coordinator.timing import Summary
 
-#: Numeric metrics of a quality report, the names quality gates may refer to.
-QUALITY_METRICS = (
-    "total",
-    "kept",
-    "rejected",
-    "p_keep",
-    "exec_evaluated",
-    "exec_passed",
-    "exec_pass_rate",
-    "gold_evaluated",
-    "gold_matched",
-    "gold_match_rate",
-    "teacher_score_min",
-    "teacher_score_max",
-    "teacher_score_mean",
-)
+
+class QualityMetrics(TypedDict):
+    """The numbers of a quality report: what quality gates (`min_<name>`, `max_<name>`) refer to."""
+
+    total: int
+    kept: int
+    rejected: int
+    p_keep: float | None
+    exec_evaluated: int  # rows carrying exec_pass (not None)
+    exec_passed: int
+    exec_pass_rate: float | None
+    gold_evaluated: int  # rows whose gold_match is not None
+    gold_matched: int
+    gold_match_rate: float | None
+    teacher_score_min: float | None
+    teacher_score_max: float | None
+    teacher_score_mean: float | None
+
+
+class QualityReport(QualityMetrics):
+    run_id: str
+    stage: str
+    reject_reasons: dict[str, int]
+    exec_errors: dict[str, int]  # error text (cut to MAX_ERROR_CHARS) -> rows
+
+
+#: Metric names, in report order.
+QUALITY_METRICS: tuple[str, ...] = tuple(QualityMetrics.__annotations__)
+#: The aggregate's plain counters, which merge by addition.
+_COUNTERS = ("total", "kept", "exec_evaluated", "exec_passed", "gold_evaluated", "gold_matched")
 #: Error texts can embed whole queries; the cap bounds the size of the counts' keys.
 MAX_ERROR_CHARS = 200
 
@@ -70,7 +91,7 @@ class QualityAgg:
                 _count(self.exec_errors, str(row["exec_error"])[:MAX_ERROR_CHARS])
 
     def merge(self, other: QualityAgg) -> None:
-        for name in ("total", "kept", "exec_evaluated", "exec_passed", "gold_evaluated", "gold_matched"):
+        for name in _COUNTERS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.scores.merge(other.scores)
         for key, n in other.reject_reasons.items():
@@ -78,40 +99,35 @@ class QualityAgg:
         for key, n in other.exec_errors.items():
             _count(self.exec_errors, key, n)
 
-    def metrics(self) -> dict[str, float | None]:
-        return {
-            "total": self.total,
-            "kept": self.kept,
-            "rejected": self.total - self.kept,
-            "p_keep": _rate(self.kept, self.total),
-            "exec_evaluated": self.exec_evaluated,
-            "exec_passed": self.exec_passed,
-            "exec_pass_rate": _rate(self.exec_passed, self.exec_evaluated),
-            "gold_evaluated": self.gold_evaluated,
-            "gold_matched": self.gold_matched,
-            "gold_match_rate": _rate(self.gold_matched, self.gold_evaluated),
-            "teacher_score_min": self.scores.min,
-            "teacher_score_max": self.scores.max,
-            "teacher_score_mean": self.scores.mean,
-        }
+    def metrics(self) -> QualityMetrics:
+        return QualityMetrics(
+            total=self.total,
+            kept=self.kept,
+            rejected=self.total - self.kept,
+            p_keep=_rate(self.kept, self.total),
+            exec_evaluated=self.exec_evaluated,
+            exec_passed=self.exec_passed,
+            exec_pass_rate=_rate(self.exec_passed, self.exec_evaluated),
+            gold_evaluated=self.gold_evaluated,
+            gold_matched=self.gold_matched,
+            gold_match_rate=_rate(self.gold_matched, self.gold_evaluated),
+            teacher_score_min=self.scores.min,
+            teacher_score_max=self.scores.max,
+            teacher_score_mean=self.scores.mean,
+        )
 
-    def report(self, run_id: str, stage: str) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "stage": stage,
+    def report(self, run_id: str, stage: str) -> QualityReport:
+        return QualityReport(
+            run_id=run_id,
+            stage=stage,
             **self.metrics(),
-            "reject_reasons": dict(sorted(self.reject_reasons.items())),
-            "exec_errors": dict(sorted(self.exec_errors.items())),
-        }
+            reject_reasons=dict(sorted(self.reject_reasons.items())),
+            exec_errors=dict(sorted(self.exec_errors.items())),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "total": self.total,
-            "kept": self.kept,
-            "exec_evaluated": self.exec_evaluated,
-            "exec_passed": self.exec_passed,
-            "gold_evaluated": self.gold_evaluated,
-            "gold_matched": self.gold_matched,
+            **{name: getattr(self, name) for name in _COUNTERS},
             "scores": self.scores.to_json(),
             "reject_reasons": dict(sorted(self.reject_reasons.items())),
             "exec_errors": dict(sorted(self.exec_errors.items())),
@@ -119,9 +135,8 @@ class QualityAgg:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> QualityAgg:
-        counts = {k: v for k, v in data.items() if k not in ("scores", "reject_reasons", "exec_errors")}
         return cls(
-            **counts,
+            **{name: data[name] for name in _COUNTERS},
             scores=Summary.from_json(data["scores"]),
             reject_reasons=dict(data["reject_reasons"]),
             exec_errors=dict(data["exec_errors"]),

@@ -4,7 +4,9 @@ Latency samples arrive without bound (one per batch, many per row), so they are 
 each sample lands in a log-spaced bucket. Buckets have a fixed width of 2**(1/16) (about
 4.4 %) between `HIST_LOW` and `HIST_HIGH`, and a percentile is reported as the geometric
 centre of its bucket clamped to the exact [min, max], so its relative error is at most
-about 2.2 %. Counts per bucket add up, which makes two aggregates mergeable in any order.
+about 2.2 %. Samples outside the range land in the end buckets, where the clamp to the
+exact min/max still bounds the percentile; at most ~590 buckets exist, whatever the run's
+size. Counts per bucket add up, which makes two aggregates mergeable in any order.
 Sums are exact fractions (every float is a dyadic rational), so the mean does not depend on
 the order in which samples were added either.
 """
@@ -14,18 +16,46 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypedDict
+
+from services.coordinator import greatest, least
 
 #: Buckets per doubling; the relative resolution of a percentile is 2**(1/(2*HIST_STEPS)) - 1.
 HIST_STEPS = 16
 HIST_LOW = 1e-6
 HIST_HIGH = 1e5
 _LAST_BUCKET = math.ceil(math.log2(HIST_HIGH / HIST_LOW) * HIST_STEPS)
-PERCENTILES = (50, 90, 95)
 RESOLUTION = (
     f"log-spaced buckets, {HIST_STEPS} per doubling between {HIST_LOW:g}s and {HIST_HIGH:g}s; "
     f"percentiles within {2 ** (1 / (2 * HIST_STEPS)) - 1:.1%} (clamped to exact min/max)"
 )
+
+
+class LatencyReport(TypedDict):
+    count: int
+    min: float | None
+    max: float | None
+    mean: float | None
+    p50: float | None
+    p90: float | None
+    p95: float | None
+
+
+class StepTimingReport(TypedDict):
+    batch_seconds: LatencyReport
+    row_seconds: LatencyReport
+    first_ms: int | None
+    last_ms: int | None
+    wall_seconds: float | None
+
+
+class TimingReport(TypedDict):
+    run_id: str
+    resolution: str
+    first_ms: int | None
+    last_ms: int | None
+    wall_seconds: float | None
+    steps: dict[str, StepTimingReport]
 
 
 def _sum_to_json(total: Fraction) -> str:
@@ -44,17 +74,15 @@ class Summary:
     def add(self, value: float) -> None:
         value = float(value)
         self.count += 1
-        self.min = value if self.min is None else min(self.min, value)
-        self.max = value if self.max is None else max(self.max, value)
+        self.min = least(self.min, value)
+        self.max = greatest(self.max, value)
         self.total += Fraction(value)
 
     def merge(self, other: Summary) -> None:
         self.count += other.count
         self.total += other.total
-        for value in (other.min, other.max):
-            if value is not None:
-                self.min = value if self.min is None else min(self.min, value)
-                self.max = value if self.max is None else max(self.max, value)
+        self.min = least(self.min, other.min)
+        self.max = greatest(self.max, other.max)
 
     @property
     def mean(self) -> float | None:
@@ -109,14 +137,16 @@ class LatencyStats(Summary):
                 return min(self.max, max(self.min, bucket_centre(index)))
         return self.max
 
-    def report(self) -> dict[str, Any]:
-        return {
-            "count": self.count,
-            "min": self.min,
-            "max": self.max,
-            "mean": self.mean,
-            **{f"p{q}": self.percentile(q) for q in PERCENTILES},
-        }
+    def report(self) -> LatencyReport:
+        return LatencyReport(
+            count=self.count,
+            min=self.min,
+            max=self.max,
+            mean=self.mean,
+            p50=self.percentile(50),
+            p90=self.percentile(90),
+            p95=self.percentile(95),
+        )
 
     def to_json(self) -> dict[str, Any]:
         # JSON object keys are strings; sorted so snapshots of equal states are equal text.
@@ -147,24 +177,22 @@ class StepTiming:
         self._widen(record.get("first_ms") or None, record.get("last_ms") or None)
 
     def _widen(self, first_ms: int | None, last_ms: int | None) -> None:
-        if first_ms is not None:
-            self.first_ms = first_ms if self.first_ms is None else min(self.first_ms, first_ms)
-        if last_ms is not None:
-            self.last_ms = last_ms if self.last_ms is None else max(self.last_ms, last_ms)
+        self.first_ms = least(self.first_ms, first_ms)
+        self.last_ms = greatest(self.last_ms, last_ms)
 
     def merge(self, other: StepTiming) -> None:
         self.batches.merge(other.batches)
         self.rows.merge(other.rows)
         self._widen(other.first_ms, other.last_ms)
 
-    def report(self) -> dict[str, Any]:
-        return {
-            "batch_seconds": self.batches.report(),
-            "row_seconds": self.rows.report(),
-            "first_ms": self.first_ms,
-            "last_ms": self.last_ms,
-            "wall_seconds": _wall(self.first_ms, self.last_ms),
-        }
+    def report(self) -> StepTimingReport:
+        return StepTimingReport(
+            batch_seconds=self.batches.report(),
+            row_seconds=self.rows.report(),
+            first_ms=self.first_ms,
+            last_ms=self.last_ms,
+            wall_seconds=_wall(self.first_ms, self.last_ms),
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -188,17 +216,18 @@ def _wall(first_ms: int | None, last_ms: int | None) -> float | None:
     return None if first_ms is None or last_ms is None else (last_ms - first_ms) / 1000
 
 
-def timing_report(run_id: str, steps: dict[str, StepTiming]) -> dict[str, Any]:
+def timing_report(run_id: str, steps: dict[str, StepTiming]) -> TimingReport:
     """Per step latency; the run's wall time spans the first to the last progress record."""
-    firsts = [t.first_ms for t in steps.values() if t.first_ms is not None]
-    lasts = [t.last_ms for t in steps.values() if t.last_ms is not None]
-    first_ms = min(firsts) if firsts else None
-    last_ms = max(lasts) if lasts else None
-    return {
-        "run_id": run_id,
-        "resolution": RESOLUTION,
-        "first_ms": first_ms,
-        "last_ms": last_ms,
-        "wall_seconds": _wall(first_ms, last_ms),
-        "steps": {stage: timing.report() for stage, timing in steps.items()},
-    }
+    first_ms: int | None = None
+    last_ms: int | None = None
+    for timing in steps.values():
+        first_ms = least(first_ms, timing.first_ms)
+        last_ms = greatest(last_ms, timing.last_ms)
+    return TimingReport(
+        run_id=run_id,
+        resolution=RESOLUTION,
+        first_ms=first_ms,
+        last_ms=last_ms,
+        wall_seconds=_wall(first_ms, last_ms),
+        steps={stage: timing.report() for stage, timing in steps.items()},
+    )

@@ -21,20 +21,43 @@ ROWS = [
 
 
 def test_jsonl_is_sorted_with_keys_in_column_order(tmp_path: Path) -> None:
-    digests = write_dataset(ROWS, tmp_path, ["sample_id", "source_index", "sql"], ["jsonl"])
+    files = write_dataset(ROWS, tmp_path, ["sample_id", "source_index", "sql"], ["jsonl"])
     text = (tmp_path / "data.jsonl").read_text(encoding="utf-8")
     assert text == (
         '{"sample_id": "a", "source_index": 0, "sql": "é"}\n'
         '{"sample_id": "b", "source_index": 1, "sql": null}\n'
         '{"sample_id": "c", "source_index": 2, "sql": null}\n'
     )
-    assert digests == {"data.jsonl": hashlib.sha256(text.encode()).hexdigest()}
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    assert files == files.sha256 == {"data.jsonl": digest}
+    assert files.paths == {"data.jsonl": tmp_path / "data.jsonl"}
+    assert json.loads(json.dumps(files)) == {"data.jsonl": digest}  # the sink's release record
     assert not (tmp_path / "data.parquet").exists()
 
 
+def test_rows_without_source_index_go_last_and_odd_values_survive(tmp_path: Path) -> None:
+    rows = [
+        {"sample_id": "z", "big": 2**70, "blob": b"\x00"},
+        {"source_index": 3, "sample_id": "y", "big": 1},
+    ]
+    write_dataset(rows, tmp_path, ["sample_id", "big", "blob"])
+    assert (tmp_path / "data.jsonl").read_text().splitlines() == [
+        '{"sample_id": "y", "big": 1, "blob": null}',
+        f'{{"sample_id": "z", "big": {2**70}, "blob": "AA=="}}',
+    ]
+    table = pq.read_table(tmp_path / "data.parquet")
+    # an integer beyond int64 makes its column JSON text rather than failing the write
+    assert table.column("big").to_pylist() == ["1", str(2**70)]
+    assert table.column("blob").to_pylist() == [None, '"AA=="']
+
+
 def test_parquet_schema_is_explicit_and_free_of_pandas_metadata(tmp_path: Path) -> None:
-    digests = write_dataset(ROWS, tmp_path, None)
-    assert set(digests) == {"data.jsonl", "data.parquet"}
+    files = write_dataset(ROWS, tmp_path, None)
+    assert set(files) == {"data.jsonl", "data.parquet"}
+    for name, path in files.paths.items():
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == files.sha256[name]
+    metadata = pq.ParquetFile(tmp_path / "data.parquet").metadata
+    assert metadata.row_group(0).column(0).compression == "SNAPPY"
     table = pq.read_table(tmp_path / "data.parquet")
     assert table.schema == pa.schema(
         [
@@ -83,6 +106,14 @@ def test_shuffled_rows_give_byte_identical_files(
     rnd.shuffle(shuffled)
     first = write_dataset(rows, tmp_path / "one", None)
     second = write_dataset(shuffled, tmp_path / "two", None)
-    assert first == second
+    assert first.sha256 == second.sha256
     for name in first:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+        assert first.paths[name].read_bytes() == second.paths[name].read_bytes()
+
+
+def test_writing_the_same_rows_twice_gives_byte_identical_files(tmp_path: Path) -> None:
+    rows = [{"source_index": i, "sample_id": f"s{i}", "v": i / 7, "d": {"k": i}} for i in range(500)]
+    first = write_dataset(rows, tmp_path / "one", None)
+    second = write_dataset(list(reversed(rows)), tmp_path / "two", None)
+    assert first.sha256 == second.sha256
+    assert [p.read_bytes() for p in first.paths.values()] == [p.read_bytes() for p in second.paths.values()]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -64,3 +65,22 @@ def test_manifest_is_independent_of_order_and_split(rows: list[dict], rnd, cut: 
     right.merge(left)
     assert right.report("r", "s", 5) == whole
     assert ManifestAgg.from_json(right.to_json()).report("r", "s", 5) == whole
+
+
+def test_a_duplicated_row_changes_the_content_hash() -> None:
+    # A sum, unlike XOR, does not let two equal rows cancel out.
+    once = _agg([{"sample_id": "a"}]).report("r", "s", None)
+    twice = _agg([{"sample_id": "a"}, {"sample_id": "a"}]).report("r", "s", None)
+    assert twice["content_hash"] != once["content_hash"]
+    assert twice["content_hash"] != ManifestAgg().report("r", "s", None)["content_hash"]
+
+
+def test_snapshot_is_json_text_and_round_trips() -> None:
+    agg = _agg([{"sample_id": "b", "n": 1}, {"sample_id": "a", "blob": b"\x01"}])
+    text = json.dumps(agg.to_json())
+    restored = ManifestAgg.from_json(json.loads(text))
+    assert restored == agg
+    assert json.dumps(restored.to_json()) == text
+    empty = ManifestAgg()
+    empty.merge(ManifestAgg())
+    assert empty == ManifestAgg()

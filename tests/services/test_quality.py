@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -89,3 +90,18 @@ def test_merging_any_split_gives_the_same_aggregate(rows: list[dict], cuts: list
         merged.merge(QualityAgg.from_json(_agg(shuffled[lo:hi]).to_json()))
     assert merged.to_json() == whole.to_json()
     assert merged.report("r", "s") == whole.report("r", "s")
+
+
+def test_metric_names_are_the_numeric_fields_of_the_report() -> None:
+    report = _agg([{"exec_pass": True, "teacher_score": 1.0, "reject_reason": "ok"}]).report("r", "s")
+    numeric = [k for k, v in report.items() if k not in ("run_id", "stage") and not isinstance(v, dict)]
+    assert list(QUALITY_METRICS) == numeric
+    assert list(_agg([]).metrics()) == list(QUALITY_METRICS)
+
+
+def test_snapshot_is_json_text_and_round_trips() -> None:
+    agg = _agg([{"keep": False, "teacher_score": 0.1, "exec_error": "boom", "reject_reason": "too_long"}])
+    text = json.dumps(agg.to_json())
+    restored = QualityAgg.from_json(json.loads(text))
+    assert restored == agg
+    assert json.dumps(restored.to_json()) == text

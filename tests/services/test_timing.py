@@ -98,3 +98,34 @@ def test_timing_report_and_wall_time() -> None:
     assert report["steps"]["a"]["wall_seconds"] == 3.0
     assert report["steps"]["b"]["row_seconds"]["count"] == 0
     assert timing_report("r", {})["wall_seconds"] is None
+
+
+def test_histogram_stays_bounded() -> None:
+    stats = _stats([10 ** (e / 10) for e in range(-120, 120)] * 3)  # 1e-12 s .. 1e12 s
+    assert len(stats.buckets) <= max(stats.buckets) + 1 <= 600
+    assert stats.report()["p50"] == pytest.approx(1.0, rel=0.3)
+
+
+PROGRESS = st.fixed_dictionaries(
+    {
+        "batch_seconds": st.lists(LATENCY, max_size=3),
+        "row_seconds": st.lists(LATENCY, max_size=5),
+        "first_ms": st.integers(0, 10_000),
+        "last_ms": st.integers(0, 10_000),
+    }
+)
+
+
+@given(st.lists(PROGRESS, max_size=12), st.integers(0, 12))
+def test_step_timing_merge_of_halves_equals_whole(records: list[dict], cut: int) -> None:
+    def fold(part: list[dict]) -> StepTiming:
+        timing = StepTiming()
+        for record in part:
+            timing.add_progress(record)
+        return timing
+
+    whole = fold(records)
+    merged = fold(records[cut:])
+    merged.merge(StepTiming.from_json(json.loads(json.dumps(fold(records[:cut]).to_json()))))
+    assert merged.to_json() == whole.to_json()
+    assert timing_report("r", {"s": merged}) == timing_report("r", {"s": whole})
