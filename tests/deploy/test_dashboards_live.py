@@ -54,9 +54,8 @@ def _pipeline_copy(folder: Path) -> Path:
     raw["sink"]["output_dir"] = str(folder / "out")
     for step in raw["steps"]:
         params = step.setdefault("params", {})
-        for key in ("db_path",):
-            if key in params:
-                params[key] = str(REPO / params[key])
+        if "db_path" in params:  # relative to the repository, where the services do not run here
+            params["db_path"] = str(REPO / params["db_path"])
         if step["step"] == "teacher":
             params |= {"request_timeout_s": 2, "backoff_base_s": 0.05, "backoff_max_s": 0.5}
             params |= {"max_retry_after_s": 1}
