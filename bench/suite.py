@@ -1,0 +1,269 @@
+"""All four scenarios in one run, on one broker, on one machine; the results as one dict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+
+from bench import chain, distilabel_peer, seeds, teacher
+from bench.passthrough import run_passthrough
+from bench.teacher import SimWindow, StandaloneSim
+from fastdistill.plan import PipelinePlan
+from shared.pipeline import SEEDS_STAGE, PipelineSpec
+
+log = logging.getLogger("bench")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    cpu_rows: int = 100_000
+    cpu_batch_size: int = 500
+    warmup_rows: int = 1_000
+    teacher_rows: int = 2_000
+    teacher_warmup_rows: int = 16
+    latencies: tuple[str, ...] = ("lognormal:200:1.0", "fixed:200")
+    concurrencies: tuple[int, ...] = (8, 32, 128)
+    scale_instances: tuple[int, ...] = (1, 2, 4)
+    # distilabel at batch 50 moves a few hundred rows/s: 100k rows would take most of the time
+    # budget alone, and its rate is flat in N (per-batch overhead), so it gets fewer rows.
+    distilabel_cpu_rows: dict[int, int] = field(default_factory=lambda: {50: 20_000, 500: 100_000})
+    # distilabel's teacher rate is per batch (each waits for its slowest row): 40 batches
+    # give a stable mean; more would only cost minutes at c=8.
+    distilabel_teacher_batches: int = 40
+
+
+QUICK = Sizes(
+    cpu_rows=10_000,
+    warmup_rows=200,
+    teacher_rows=400,
+    concurrencies=(8, 32),
+    scale_instances=(1, 2),
+    distilabel_cpu_rows={50: 2_000, 500: 10_000},
+    distilabel_teacher_batches=10,
+)
+
+
+@dataclass
+class Options:
+    sizes: Sizes
+    bootstrap: str
+    workdir: Path
+    distilabel: bool = True
+    sections: tuple[str, ...] = ("cpu", "teacher", "scale")
+
+
+def environment(bootstrap: str) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True)
+        return proc.stdout.strip()
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import psutil
+
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "confluent_kafka": confluent_kafka.__version__,
+        "librdkafka": confluent_kafka.libversion()[0],
+        "broker": bootstrap,
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def _avro_payloads(rows: list[dict[str, Any]], batch_size: int) -> list[bytes]:
+    """The seeds-topic messages `fastdistill produce` would write for these rows."""
+    plan = PipelinePlan.build(PipelineSpec(name="passthrough", steps=[]))
+    serde = plan.serde()
+    schema = plan.schema_name(SEEDS_STAGE)
+    out = []
+    for seq, start in enumerate(range(0, len(rows), batch_size)):
+        record = {
+            "run_id": "passthrough",
+            "stage": SEEDS_STAGE,
+            "producer": "produce",
+            "batch_seq": seq,
+            "lineage": [],
+            "rows": rows[start : start + batch_size],
+            "end_of_run": None,
+        }
+        out.append(serde.encode(schema, record))
+    return out
+
+
+def run_suite(opts: Options) -> dict[str, Any]:
+    sizes = opts.sizes
+    work = opts.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    results: dict[str, Any] = {"environment": environment(opts.bootstrap), "sizes": asdict(sizes)}
+    results["sizes"]["distilabel_cpu_rows"] = {str(k): v for k, v in sizes.distilabel_cpu_rows.items()}
+    if opts.distilabel:
+        distilabel_peer.ensure_venv()
+    if "cpu" in opts.sections or "scale" in opts.sections:
+        results |= _cpu_sections(opts)
+    if "teacher" in opts.sections:
+        results["teacher"] = _teacher_section(opts)
+    results["bench_seconds"] = round(time.monotonic() - started, 1)
+    shutil.rmtree(work / "data", ignore_errors=True)
+    return results
+
+
+def _cpu_sections(opts: Options) -> dict[str, Any]:
+    sizes, work = opts.sizes, opts.workdir
+    records = seeds.generate(sizes.cpu_rows)
+    seeds_path = seeds.write_jsonl(records, work / "data" / "cpu-seeds.jsonl")
+    rows = seeds.load_rows(seeds_path, "measured")
+    warmup = seeds.load_rows(
+        seeds.write_jsonl(
+            seeds.generate(sizes.warmup_rows, seed=1, prefix="warmup", offset=10**7),
+            work / "data" / "warmup.jsonl",
+        ),
+        "warmup",
+    )
+    mode = chain.dedup_mode()
+    if mode != "drop":
+        log.warning("dedup cannot drop in this checkout (equal topic schemas): running it in %r mode", mode)
+    expected = seeds.unique_count(records) if mode == "drop" else len(records)
+    out: dict[str, Any] = {}
+    cpu: dict[str, Any] = {"unique_rows": seeds.unique_count(records), "dedup_mode": mode}
+    base = chain.run_cpu_chain(
+        work,
+        opts.bootstrap,
+        rows,
+        warmup,
+        label="cpu",
+        batch_size=sizes.cpu_batch_size,
+        expected_rows=expected,
+        mode=mode,
+    )
+    cpu["fastdistill"] = base
+    cpu["passthrough"] = run_passthrough(
+        opts.bootstrap, _avro_payloads(rows, sizes.cpu_batch_size), len(rows)
+    )
+    log.info("raw passthrough: %.0f rows/s", cpu["passthrough"]["rows_per_s"])
+    if opts.distilabel:
+        cpu["distilabel"] = []
+        for batch_size, n in sorted(sizes.distilabel_cpu_rows.items()):
+            subset = seeds.write_jsonl(records[:n], work / "data" / f"distilabel-cpu-{n}.jsonl")
+            cpu["distilabel"].append(distilabel_peer.cpu_chain(subset, n, batch_size, work))
+    out["cpu_chain"] = cpu
+    if "scale" in opts.sections:
+        heavy = chain.heaviest_step(base)
+        scale: dict[str, Any] = {"step": heavy, "runs": []}
+        for count in sizes.scale_instances:
+            # One instance is exactly scenario 1's configuration: its run is reused.
+            res = base
+            if count != 1:
+                res = chain.run_cpu_chain(
+                    work,
+                    opts.bootstrap,
+                    rows,
+                    warmup,
+                    label=f"scale-{heavy}-{count}",
+                    batch_size=sizes.cpu_batch_size,
+                    instances={heavy: count},
+                    expected_rows=expected,
+                    mode=mode,
+                )
+            scale["runs"].append(
+                {
+                    "instances": count,
+                    "rows_per_s": res["rows_per_s"],
+                    "seconds": res["seconds"],
+                    "same_run_as_cpu_chain": count == 1,
+                    "cpu_s": {n: s["cpu_s"] for n, s in res["services"].items()},
+                }
+            )
+        out["scale_out"] = scale
+    for leftover in work.glob("bench-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return out
+
+
+def _teacher_section(opts: Options) -> dict[str, Any]:
+    sizes, work = opts.sizes, opts.workdir
+    records = seeds.generate(sizes.teacher_rows, duplicate_rate=0.0, prefix="teacher")
+    book = seeds.write_jsonl(records, work / "data" / "teacher-seeds.jsonl")
+    rows = seeds.load_rows(book, "measured")
+    warmup = seeds.load_rows(
+        seeds.write_jsonl(
+            seeds.generate(
+                sizes.teacher_warmup_rows, duplicate_rate=0.0, seed=1, prefix="warmup", offset=10**7
+            ),
+            work / "data" / "teacher-warmup.jsonl",
+        ),
+        "warmup",
+    )
+    replay_at = (sizes.latencies[0], 32 if 32 in sizes.concurrencies else sizes.concurrencies[0])
+    runs: list[dict[str, Any]] = []
+    for latency in sizes.latencies:
+        for c in sizes.concurrencies:
+            ours = teacher.run_teacher(
+                work,
+                opts.bootstrap,
+                book,
+                rows,
+                warmup,
+                latency=latency,
+                concurrency=c,
+                replay=(latency, c) == replay_at,
+            )
+            entry: dict[str, Any] = {"latency": latency, "concurrency": c, "fastdistill": ours}
+            if opts.distilabel:
+                entry["distilabel"] = _distilabel_teacher(opts, book, rows, latency, c)
+                entry["speedup_vs_distilabel"] = round(
+                    ours["rows_per_s"] / entry["distilabel"]["rows_per_s"], 2
+                )
+            runs.append(entry)
+    for leftover in work.glob("bench-teacher-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return {"runs": runs, "replay_of": {"latency": replay_at[0], "concurrency": replay_at[1]}}
+
+
+def _distilabel_teacher(
+    opts: Options, book: Path, rows: list[dict[str, Any]], latency: str, concurrency: int
+) -> dict[str, Any]:
+    n = min(len(rows), opts.sizes.distilabel_teacher_batches * concurrency)
+    sim = StandaloneSim(opts.workdir / "distilabel-sim", book, latency)
+    try:
+        window = SimWindow(sim.stats_url)
+        res = distilabel_peer.teacher(book, n, sim.url, concurrency, opts.workdir, latency.split(":")[0])
+        res["server"] = window.close(res["seconds"])
+    finally:
+        sim.close()
+    bound = concurrency / (teacher.mean_latency_ms(latency) / 1000)
+    res["bound_rows_per_s"] = round(bound, 2)
+    res["ratio_to_bound"] = round(res["rows_per_s"] / bound, 3)
+    res["drawn_latency_ms"] = round(teacher.drawn_latency_ms(rows[:n], latency), 1)
+    log.info(
+        "distilabel teacher %s batch %d: %.1f rows/s = %.0f%% of bound",
+        latency,
+        concurrency,
+        res["rows_per_s"],
+        100 * res["ratio_to_bound"],
+    )
+    return res
