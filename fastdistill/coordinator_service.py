@@ -51,6 +51,11 @@ class CoordinatorService:
         self.settings = settings
         self.group_id = f"fd.{self.spec.name}.coordinator"
         self.stage_of_topic = {self.spec.topic(stage): stage for stage in self.spec.stages}
+        self.expected_schema = {
+            self.spec.progress_topic: PROGRESS_SCHEMA,
+            self.spec.dlq_topic: DEAD_LETTER_SCHEMA,
+            **{topic: plan.schema_name(stage) for topic, stage in self.stage_of_topic.items()},
+        }
         self.runs: dict[str, RunState] = {}
         self.dirty: set[str] = set()
         self._stopping = False
@@ -79,6 +84,7 @@ class CoordinatorService:
                 self.last_loop_at = time.monotonic()
                 for msg in self.consumer.consume(num_messages=500, timeout=0.1):
                     self._on_message(msg)
+                self._finish_drained()
                 if time.monotonic() - last_commit > 0.5:
                     self._commit()
                     last_commit = time.monotonic()
@@ -129,11 +135,11 @@ class CoordinatorService:
             if err.fatal():
                 raise KafkaException(err)
             return
+        topic = msg.topic()
         try:
-            schema, record = self.serde.decode(msg.value())
+            schema, record = self.serde.decode(msg.value(), expect=self.expected_schema.get(topic))
         except UndecodableMessage:
             return  # the step reading this topic dead-letters it; nothing to count here
-        topic = msg.topic()
         if topic == self.spec.progress_topic and schema == PROGRESS_SCHEMA:
             self._run(record["run_id"]).add_progress(record)
         elif topic == self.spec.dlq_topic and schema == DEAD_LETTER_SCHEMA:
@@ -147,6 +153,12 @@ class CoordinatorService:
                 state.add_rows(stage, record["rows"])
             else:
                 state.add_marker(stage, msg.partition(), marker)
+
+    def _finish_drained(self) -> None:
+        """Progress can be the last word on a stage (a step whose final batch dropped every row),
+        so drain is checked after any input, not only after stage rows."""
+        for run_id in sorted(self.dirty):
+            state = self.runs[run_id]
             if state.status == "running" and state.all_drained():
                 self._finish(state)
 

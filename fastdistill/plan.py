@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.coordinator.gates import parse_gates
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
 from shared.runtime.service import PROGRESS_SCHEMA, Wiring
@@ -26,6 +27,7 @@ class PipelinePlan:
 
     @classmethod
     def build(cls, spec: PipelineSpec) -> PipelinePlan:
+        parse_gates(spec.gates)  # a misspelt gate fails every command at once, not at the run's end
         steps = {s.id: _build_step(s.step, s.params) for s in spec.steps}
         fields = {SEEDS_STAGE: row_fields(load_avsc(spec.seed_schema)["fields"])}
         added: list[list[dict[str, Any]]] = []

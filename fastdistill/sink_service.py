@@ -115,7 +115,7 @@ class SinkService:
                 raise RuntimeError(str(msg.error()))
             return
         try:
-            schema, record = self.serde.decode(msg.value())
+            schema, record = self.serde.decode(msg.value(), expect=self.schema)
         except UndecodableMessage as exc:
             # The step service before us dead-letters foreign bytes; here they can only be skipped.
             log.warning("sink skips undecodable message at %s@%s: %s", msg.partition(), msg.offset(), exc)

@@ -49,6 +49,8 @@ class AvroSerde:
 
     schemas: dict[str, KnownSchema] = field(default_factory=dict)
     registry: Any = None
+    #: stages that add no fields share one schema (one fingerprint) under several names; the
+    #: first name stands for all of them unless a reader says which one it expects
     _by_fingerprint: dict[bytes, KnownSchema] = field(default_factory=dict)
     _ids: dict[str, int] = field(default_factory=dict)
     _by_id: dict[int, KnownSchema] = field(default_factory=dict)
@@ -56,7 +58,7 @@ class AvroSerde:
     def add(self, name: str, raw: dict[str, Any]) -> KnownSchema:
         known = KnownSchema.of(name, raw)
         self.schemas[name] = known
-        self._by_fingerprint[known.fingerprint] = known
+        self._by_fingerprint.setdefault(known.fingerprint, known)
         return known
 
     def encode(self, name: str, record: dict[str, Any]) -> bytes:
@@ -93,6 +95,9 @@ class AvroSerde:
                 f"not an Avro message of this pipeline (first bytes {data[:4].hex() or 'none'}, "
                 f"expected {(CONFLUENT_MAGIC if self.registry else SINGLE_OBJECT_MAGIC).hex()})"
             )
+        wanted = self.schemas.get(expect) if expect is not None else None
+        if wanted is not None and wanted.fingerprint == known.fingerprint:
+            known = wanted  # the same schema under the name this topic's reader expects
         reader = None
         if expect is not None and known.name not in self.schemas and expect in self.schemas:
             reader = self.schemas[expect]

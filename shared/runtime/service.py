@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 PROGRESS_SCHEMA = "progress"
 #: Per-row latency samples kept per progress record; enough for percentiles, bounded in size.
 MAX_ROW_SAMPLES = 512
+#: How long a full buffer may go without consume() before partitions are paused (rebalance
+#: callbacks are only served inside consume()).
+PAUSE_AFTER_FULL_S = 5.0
 
 
 class StepFailed(RuntimeError):
@@ -116,12 +119,15 @@ class StepService:
         #: Largest batch seen on the input; until one is seen, messages are taken one at a time.
         self._max_message_rows = 0
         self._paused = False
+        self._full_since: float | None = None
         self._in_flight = 0
         self._semaphore = asyncio.Semaphore(wiring.max_in_flight)
         self._immediate: Producer | None = None
         self._markers_store: KafkaStateStore | None = None
-        #: Highest buffered row count seen after a poll, and how often partitions were paused.
+        #: Highest buffered row count seen after a poll, how often a full buffer held consuming
+        #: back, and how often a long hold paused the partitions.
         self.buffered_max = 0
+        self.holds = 0
         self.pauses = 0
         self.input_partitions = 0
         self.output_partitions = 0
@@ -246,12 +252,34 @@ class StepService:
         return sum(m.rows for q in self.pending.values() for m in q)
 
     def _consume_some(self) -> None:
-        room = self.w.max_buffered_rows - self._buffered_rows()
+        buffered = self._buffered_rows()
+        room = self.w.max_buffered_rows - buffered
         fits = room // self._max_message_rows if self._max_message_rows else min(room, 1)
-        self._set_paused(fits < 1)
-        # Blocking here is fine while no row is in flight; otherwise just look and go back to the rows.
-        timeout = 0 if self._in_flight else min(0.05, self.settings.commit_interval_ms / 1000)
-        messages = self.consumer.consume(num_messages=max(1, min(fits, 100)), timeout=timeout)
+        if fits < 1 and buffered == 0:
+            fits = 1  # a message larger than the cap still has to go through, alone
+        now = time.monotonic()
+        if fits >= 1:
+            self._set_paused(False)
+            self._full_since = None
+            # Blocking is fine while no row is in flight; otherwise just look and go back to the rows.
+            timeout = 0 if self._in_flight else min(0.05, self.settings.commit_interval_ms / 1000)
+            self._take(self.consumer.consume(num_messages=min(fits, 100), timeout=timeout))
+        else:
+            # Full: simply not consuming is the backpressure (librdkafka's prefetch is bounded by
+            # queued.max.messages.kbytes). pause()/resume() costs ~1 s of fetch stall per resume,
+            # so it is kept for long stalls, where rebalance callbacks must still be served.
+            if self._full_since is None:
+                self._full_since = now
+                self.holds += 1
+            if now - self._full_since > PAUSE_AFTER_FULL_S:
+                self._set_paused(True)
+                self._take(self.consumer.consume(num_messages=1, timeout=0))
+        self.buffered_max = max(self.buffered_max, self._buffered_rows())
+        if self._immediate is not None:
+            self._immediate.poll(0)
+        self._maybe_report_lag()
+
+    def _take(self, messages: list[Message]) -> None:
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -260,10 +288,6 @@ class StepService:
                 log.warning("consumer error on %s: %s", self.w.stage, err)
                 continue
             self._accept(msg)
-        self.buffered_max = max(self.buffered_max, self._buffered_rows())
-        if self._immediate is not None:
-            self._immediate.poll(0)
-        self._maybe_report_lag()
 
     def _set_paused(self, pause: bool) -> None:
         if pause == self._paused:
@@ -601,11 +625,11 @@ class StepService:
         if not assignment:
             return
         for tp in self.consumer.position(assignment):
-            try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=False, timeout=1)
-            except KafkaException as exc:  # a metric is not worth stopping for; next round retries
-                log.debug("lag of %s[%s]: %s", tp.topic, tp.partition, exc)
-                continue
+            # The high watermark of the last fetch response: a broker round trip here would wait
+            # behind the consumer's long-poll fetch and freeze the loop for seconds.
+            _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                continue  # nothing fetched from this partition yet
             lag = high - tp.offset if tp.offset >= 0 else high
             metrics.CONSUMER_LAG.labels(step=self.w.stage, topic=tp.topic, partition=str(tp.partition)).set(
                 lag

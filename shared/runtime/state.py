@@ -68,8 +68,25 @@ class KafkaStateStore:
         self.data = read_compacted(kafka, self.topic)
 
 
+#: What a partition reports while its leader moves (topic just created, broker restarting).
+LEADER_MOVING = {
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
+def _leader_moving(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException):
+        return False
+    err = exc.args[0]
+    return bool(err.retriable()) or err.code() in LEADER_MOVING
+
+
 @retry(
-    retry=retry_if_exception(lambda e: isinstance(e, KafkaException) and e.args[0].retriable()),
+    retry=retry_if_exception(_leader_moving),
     wait=wait_exponential(multiplier=0.05, max=1),
     stop=stop_after_delay(30),
     reraise=True,

@@ -15,6 +15,7 @@ from fastdistill.plan import PipelinePlan
 from shared.config import KafkaSettings, ServiceSettings
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime import clients
+from shared.runtime import service as service_module
 from shared.runtime.service import StepFailed, StepService
 from tests.runtime.harness import create_topics, markers_of, produce_rows, read_all, rows_of, write_pipeline
 
@@ -169,9 +170,15 @@ def test_garbage_and_wrong_schema_bytes_go_to_the_dlq(
     assert all(rec["payload_encoding"] == "BASE64" for _, rec in dlq)
 
 
+@pytest.mark.parametrize("pause_after_s", [5.0, 0.0], ids=["hold", "hold-then-pause"])
 def test_backpressure_keeps_buffered_rows_under_the_cap(
-    tmp_path: Path, kafka: KafkaSettings, fresh_topic_prefix: str
+    tmp_path: Path,
+    kafka: KafkaSettings,
+    fresh_topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+    pause_after_s: float,
 ) -> None:
+    monkeypatch.setattr(service_module, "PAUSE_AFTER_FULL_S", pause_after_s)
     cap = 120
     spec = PipelineSpec.load(
         write_pipeline(
@@ -203,4 +210,6 @@ def test_backpressure_keeps_buffered_rows_under_the_cap(
     # Measured by the service after every poll: never above the cap, and the cap was reached.
     assert service.buffered_max <= cap
     assert service.buffered_max >= cap - 20
-    assert service.pauses > 0
+    assert service.holds > 0
+    # Short holds only stop consuming; a hold longer than PAUSE_AFTER_FULL_S pauses the partitions.
+    assert (service.pauses > 0) == (pause_after_s == 0.0)
