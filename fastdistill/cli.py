@@ -210,12 +210,16 @@ def up(
     exit_when_done: Annotated[bool, typer.Option(help="stop everything once that run is finished")] = False,
     workdir: Annotated[Path, typer.Option(help="logs of the local processes")] = Path(".cache/stack"),
     timeout_s: float = 900,
+    prometheus_port: Annotated[int, typer.Option(help="local Prometheus, if installed; 0 = none")] = 9090,
 ) -> None:
     """The whole pipeline locally: broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics, the
-    teacher simulator (unless OPENAI_BASE_URL is set), every service as a process."""
+    teacher simulator (unless OPENAI_BASE_URL is set), every service as a process, and Prometheus
+    scraping them when the `prometheus` binary is installed."""
     import os
+    import shutil
 
     from fastdistill.local_stack import LocalStack
+    from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
     from fastdistill.runs import wait_for_release
 
     path = pipeline or Path(ServiceSettings().pipeline)
@@ -230,9 +234,15 @@ def up(
         answer_book = seeds or Path(path).parent / "seeds.jsonl"
         console.print(f"teacher simulator at {stack.start_teacher_sim(answer_book)}")
     stack.add_pipeline_services()
+    prometheus = None
     try:
         stack.start()
         console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
+        if prometheus_port and shutil.which("prometheus"):
+            targets = {name: svc.port for name, svc in stack.services.items()}
+            config = write_config(targets, workdir / "prometheus.yml", scrape_interval="5s")
+            prometheus = start_prometheus(config, workdir / "prometheus", prometheus_port)
+            console.print(f"prometheus at http://127.0.0.1:{prometheus_port}")
         if seeds is None:
             while not stack.dead():
                 time.sleep(1)
@@ -245,6 +255,8 @@ def up(
             while not stack.dead():
                 time.sleep(1)
     finally:
+        if prometheus is not None:
+            stop_prometheus(prometheus)
         stack.stop()
 
 
