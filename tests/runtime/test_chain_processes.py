@@ -60,10 +60,13 @@ def _dataset_indexes(spec: PipelineSpec, run_id: str) -> list[int]:
 
 
 def _rows_out(port: int, step: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
-        for line in resp.read().decode().splitlines():
-            if line.startswith(f'fd_rows_out_total{{step="{step}"}}'):
-                return float(line.split()[-1])
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(f'fd_rows_out_total{{step="{step}"}}'):
+                    return float(line.split()[-1])
+    except OSError:
+        pass  # the service's loop is busy (a rebalance reloads its state); the caller polls again
     return 0.0
 
 
