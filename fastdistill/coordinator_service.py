@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from services.coordinator.run_state import RunState
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
-from shared.runtime.health import HealthServer
+from shared.runtime.health import serving
 from shared.runtime.service import PROGRESS_SCHEMA
 from shared.runtime.state import read_compacted
 from shared.serde import AvroSerde, UndecodableMessage
@@ -62,37 +61,34 @@ class CoordinatorService:
         self.last_loop_at = time.monotonic()
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        health = HealthServer(self.settings.metrics_host, self.settings.metrics_port, self.health)
-        await health.start()
-        self.producer: Producer = clients.transactional_producer(
-            self.kafka, f"{self.group_id}-{self.settings.instance_id}"
-        )
-        self.consumer: Consumer = clients.consumer(
-            self.kafka, self.group_id, **{"group.instance.id": f"{self.group_id}-{self.settings.instance_id}"}
-        )
-        try:
-            self.producer.init_transactions(30)
-            self._restore()
-            topics = [*self.stage_of_topic, self.spec.progress_topic, self.spec.dlq_topic]
-            self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
-            self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-            last_commit = time.monotonic()
-            while not self._stopping:
-                self.last_loop_at = time.monotonic()
-                for msg in self.consumer.consume(num_messages=500, timeout=0.1):
-                    self._on_message(msg)
-                self._finish_drained()
-                if time.monotonic() - last_commit > 0.5:
-                    self._commit()
-                    last_commit = time.monotonic()
-                await asyncio.sleep(0)
-            self._commit()
-        finally:
-            self.consumer.close()
-            await health.stop()
+        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+            self.producer: Producer = clients.transactional_producer(
+                self.kafka, f"{self.group_id}-{self.settings.instance_id}"
+            )
+            self.consumer: Consumer = clients.consumer(
+                self.kafka,
+                self.group_id,
+                **{"group.instance.id": f"{self.group_id}-{self.settings.instance_id}"},
+            )
+            try:
+                self.producer.init_transactions(30)
+                self._restore()
+                topics = [*self.stage_of_topic, self.spec.progress_topic, self.spec.dlq_topic]
+                self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
+                self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+                last_commit = time.monotonic()
+                while not self._stopping:
+                    self.last_loop_at = time.monotonic()
+                    for msg in self.consumer.consume(num_messages=500, timeout=0.1):
+                        self._on_message(msg)
+                    self._finish_drained()
+                    if time.monotonic() - last_commit > 0.5:
+                        self._commit()
+                        last_commit = time.monotonic()
+                    await asyncio.sleep(0)
+                self._commit()
+            finally:
+                self.consumer.close()
 
     def stop(self) -> None:
         self._stopping = True

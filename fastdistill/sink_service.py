@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from fastdistill.runs import REJECTED, RELEASED
 from services.sink.writer import write_dataset
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
-from shared.runtime.health import HealthServer
+from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
 from shared.serde import AvroSerde, UndecodableMessage
 
@@ -63,44 +62,41 @@ class SinkService:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        health = HealthServer(self.settings.metrics_host, self.settings.metrics_port, self.health)
-        await health.start()
-        # Everything not finished is re-read from the committed offsets, so its staging must go.
-        shutil.rmtree(self.staging, ignore_errors=True)
-        self.consumer: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
-        self.gates: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-gates")
-        try:
-            self.partitions = clients.partition_count(self.consumer, self.topic)
-            committed = self.consumer.committed(
-                [TopicPartition(self.topic, p) for p in range(self.partitions)], timeout=30
-            )
-            self.consumer.assign(
-                [
-                    TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
-                    for tp in committed
-                ]
-            )
-            self.gates.assign([TopicPartition(self.spec.gates_topic, 0, OFFSET_BEGINNING)])
-            last_commit = time.monotonic()
-            while not self._stopping:
-                self.last_loop_at = time.monotonic()
-                for msg in self.consumer.consume(num_messages=100, timeout=0.05):
-                    self._on_message(msg)
-                for msg in self.gates.consume(num_messages=100, timeout=0):
-                    self._on_verdict(msg)
-                self._release_ready()
-                if time.monotonic() - last_commit > 0.5:
-                    self._commit()
-                    last_commit = time.monotonic()
-                await asyncio.sleep(0)
-            self._commit()
-        finally:
-            self.consumer.close()
-            self.gates.close()
-            await health.stop()
+        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+            # Everything not finished is re-read from the committed offsets, so its staging must go.
+            shutil.rmtree(self.staging, ignore_errors=True)
+            self.consumer: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+            self.gates: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-gates")
+            try:
+                self.partitions = clients.partition_count(self.consumer, self.topic)
+                committed = self.consumer.committed(
+                    [TopicPartition(self.topic, p) for p in range(self.partitions)], timeout=30
+                )
+                self.consumer.assign(
+                    [
+                        TopicPartition(
+                            tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                        )
+                        for tp in committed
+                    ]
+                )
+                self.gates.assign([TopicPartition(self.spec.gates_topic, 0, OFFSET_BEGINNING)])
+                last_commit = time.monotonic()
+                while not self._stopping:
+                    self.last_loop_at = time.monotonic()
+                    for msg in self.consumer.consume(num_messages=100, timeout=0.05):
+                        self._on_message(msg)
+                    for msg in self.gates.consume(num_messages=100, timeout=0):
+                        self._on_verdict(msg)
+                    self._release_ready()
+                    if time.monotonic() - last_commit > 0.5:
+                        self._commit()
+                        last_commit = time.monotonic()
+                    await asyncio.sleep(0)
+                self._commit()
+            finally:
+                self.consumer.close()
+                self.gates.close()
 
     def stop(self) -> None:
         self._stopping = True

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -33,3 +36,20 @@ class HealthServer:
     async def _healthz(self, _: web.Request) -> web.Response:
         status = self.status()
         return web.json_response(status, status=200 if status.get("ok") else 503)
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    host: str, port: int, status: Callable[[], dict[str, Any]], stop: Callable[[], None]
+) -> AsyncIterator[None]:
+    """What every service process does around its loop: SIGTERM/SIGINT ask `stop` for a graceful
+    end, and `/metrics` + `/healthz` answer until the loop is over."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    health = HealthServer(host, port, status)
+    await health.start()
+    try:
+        yield
+    finally:
+        await health.stop()

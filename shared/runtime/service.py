@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 import zlib
 from collections import defaultdict, deque
@@ -27,7 +26,7 @@ from shared.config import KafkaSettings, ServiceSettings
 from shared.pipeline import ErrorPolicy
 from shared.runtime import clients
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
-from shared.runtime.health import HealthServer
+from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
 from shared.runtime.state import CURRENT_PARTITION, CURRENT_RUN, KafkaStateStore
 from shared.serde import AvroSerde, UndecodableMessage
@@ -169,31 +168,26 @@ class StepService:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.stop)
-        health = HealthServer(self.settings.metrics_host, self.settings.metrics_port, self.health)
-        await health.start()
-        try:
-            self.producer.init_transactions(30)
-            self._markers_store = self.state_store("markers", scope="global")
-            self._restore_tracker()
-            self.step.open(self)
-            self.input_partitions = clients.partition_count(self.consumer, self.w.input_topic)
-            self.output_partitions = (
-                clients.partition_count(self.consumer, self.w.output_topic) if self.w.output_topic else 0
-            )
-            self.consumer.subscribe(
-                [self.w.input_topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            await self._loop()
-        finally:
-            await self._shutdown()
-            await health.stop()
-            self.step.close()
+        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+            try:
+                self.producer.init_transactions(30)
+                self._markers_store = self.state_store("markers", scope="global")
+                self._restore_tracker()
+                self.step.open(self)
+                self.input_partitions = clients.partition_count(self.consumer, self.w.input_topic)
+                self.output_partitions = (
+                    clients.partition_count(self.consumer, self.w.output_topic) if self.w.output_topic else 0
+                )
+                self.consumer.subscribe(
+                    [self.w.input_topic],
+                    on_assign=self._on_assign,
+                    on_revoke=self._on_revoke,
+                    on_lost=self._on_lost,
+                )
+                await self._loop()
+            finally:
+                await self._shutdown()
+                self.step.close()
         if self._failure is not None:
             raise self._failure
 
