@@ -139,6 +139,12 @@ class LocalStack:
         svc.restarts += 1
         self.start([name])
 
+    def retire(self, name: str, timeout: float = 30) -> int | None:
+        """Ask one service to end (SIGTERM) and forget it; its exit code, None if it did not end."""
+        svc = self.services.pop(name)
+        svc.signal(signal.SIGTERM)
+        return svc.wait(timeout)
+
     def stop(self, timeout: float = 20) -> None:
         for svc in self.services.values():
             svc.signal(signal.SIGTERM)

@@ -93,19 +93,49 @@ def test_sigkill_of_the_middle_service_loses_and_duplicates_nothing(
     try:
         stack.start()
         _produce(stack, seeds, "run-k")
-        stamp = stack.services["stamp"]
-        deadline = time.monotonic() + 60
-        while _rows_out(stamp.port, "stamp") < N / 4:
-            assert time.monotonic() < deadline, "stamp made no progress"
-            time.sleep(0.05)
-        done_before_kill = _rows_out(stamp.port, "stamp")
+        done_before_kill = _wait_rows_out(stack.services["stamp"].port, N / 4)
         stack.kill("stamp")
         assert done_before_kill < N, "the kill must land mid-run"
         stack.restart("stamp")
         result = wait_for_release(spec, "run-k", 240, stack)
     finally:
         stack.stop()
-    indexes = _dataset_indexes(spec, "run-k")
+    _assert_exactly_once(spec, "run-k", result)
+
+
+def test_rebalance_and_sigterm_of_the_middle_service_lose_and_duplicate_nothing(
+    tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
+) -> None:
+    """A second instance joins mid-run (partitions move to it), then the first one is asked to
+    stop: it must end cleanly within its grace period, and its partitions move again."""
+    stack, spec = _stack(tmp_path, f"rebal-{fresh_topic_prefix}", kafka_bootstrap, 200)
+    seeds = write_seeds(tmp_path / "seeds.jsonl", N)
+    try:
+        stack.start()
+        _produce(stack, seeds, "run-r")
+        first = stack.services["stamp"]
+        _wait_rows_out(first.port, N / 5)
+        second = stack.add("stamp-2", stack.cli("serve", "stamp"))
+        stack.start(["stamp-2"])
+        _wait_rows_out(second.port, 1)
+        assert stack.retire("stamp") == 0, "SIGTERM must end the service cleanly"
+        assert _rows_out(second.port, "stamp") < N, "the stop must land mid-run"
+        result = wait_for_release(spec, "run-r", 240, stack)
+    finally:
+        stack.stop()
+    _assert_exactly_once(spec, "run-r", result)
+
+
+def _wait_rows_out(port: int, at_least: float, timeout_s: float = 60) -> float:
+    deadline = time.monotonic() + timeout_s
+    while (done := _rows_out(port, "stamp")) < at_least:
+        assert time.monotonic() < deadline, f"stamp made no progress past {done} rows"
+        time.sleep(0.05)
+    return done
+
+
+def _assert_exactly_once(spec: PipelineSpec, run_id: str, result: dict[str, object]) -> None:
+    indexes = _dataset_indexes(spec, run_id)
     assert len(indexes) == N, f"{len(indexes) - len(set(indexes))} duplicated, {N - len(set(indexes))} lost"
     assert indexes == list(range(N))
     assert result["rows"] == N
