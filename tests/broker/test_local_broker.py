@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -133,8 +132,6 @@ def _free_port_pair() -> int:
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[local_broker.BrokerInfo]:
     """A broker of this test's own, so restarting it never disturbs the shared one others use."""
-    if shutil.which("java") is None:
-        pytest.skip("needs java for the project's own broker")
     port = _free_port_pair()
     info = local_broker.up(port, tmp_path / "kafka")
     yield info

@@ -1,10 +1,9 @@
-"""k8s/: every manifest parses, each kustomization builds (with `kubectl kustomize` or `kustomize
-build` where installed, and always with a structural check of what it references), and the built
+"""k8s/: every manifest parses, each kustomization builds (with `kubectl kustomize` or a `kustomize
+build` that `make install` provides, plus a structural check of what it references), and the built
 workloads run real CLI commands with environment the services read and consistent ports."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 import yaml
 
 from fastdistill.plan import PipelinePlan
+from scripts.install_system_deps import kustomize_cmd
 from shared.config import ServiceSettings
 from shared.pipeline import PipelineSpec
 from tests.deploy.support import (
@@ -30,12 +30,10 @@ KUSTOMIZATIONS = [K8S / "base", K8S / "overlays/dev", K8S / "overlays/prod"]
 WORKLOADS = ("Deployment", "StatefulSet", "Job")
 
 
-def _kustomize_cmd() -> list[str] | None:
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    return None
+def _kustomize_cmd() -> list[str]:
+    cmd = kustomize_cmd()
+    assert cmd is not None, "no kubectl or kustomize: `make install` builds one"
+    return cmd
 
 
 def _load_all(path: Path) -> list[dict[str, Any]]:
@@ -118,19 +116,15 @@ _BUILT: dict[Path, list[dict[str, Any]]] = {}
 
 
 def _built(folder: Path) -> list[dict[str, Any]]:
-    """The kustomize build where a tool is installed; the raw resources otherwise."""
+    """The kustomize build of a folder."""
     if folder not in _BUILT:
         cmd = _kustomize_cmd()
-        if cmd is None:
-            _BUILT[folder] = _raw_resources(folder)
-        else:
-            result = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=120)
-            assert result.returncode == 0, f"{' '.join(cmd)} {folder}: {result.stderr}"
-            _BUILT[folder] = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
+        result = subprocess.run([*cmd, str(folder)], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, f"{' '.join(cmd)} {folder}: {result.stderr}"
+        _BUILT[folder] = [d for d in yaml.safe_load_all(result.stdout) if d is not None]
     return _BUILT[folder]
 
 
-@pytest.mark.skipif(_kustomize_cmd() is None, reason="neither kubectl nor kustomize installed")
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
 def test_kustomize_build_succeeds(folder: Path) -> None:
     kinds = {d["kind"] for d in _built(folder)}
@@ -193,8 +187,6 @@ def test_commands_are_real_cli_entry_points(folder: Path) -> None:
 @pytest.mark.parametrize("folder", KUSTOMIZATIONS, ids=lambda p: str(p.relative_to(K8S)))
 def test_every_env_var_is_one_the_services_read(folder: Path) -> None:
     docs = _built(folder)
-    if _kustomize_cmd() is None:
-        pytest.skip("envFrom keys come from generated ConfigMaps, which only a kustomize build makes")
     for doc, container in _project_containers(docs):
         problems = [p for name in _env(docs, container) if (p := env_var_problem(name))]
         assert not problems, f"{folder.name}/{doc['metadata']['name']}: {problems}"
@@ -227,7 +219,7 @@ def test_metrics_port_matches_probes_services_and_scrape_annotations(folder: Pat
         if serve_target(container["command"]) is None:
             continue
         name = doc["metadata"]["name"]
-        env = _env(docs, container) if _kustomize_cmd() else {}
+        env = _env(docs, container)
         port = int(env.get("FD_METRICS_PORT") or default)
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports == {"metrics": port}, f"{name}: container ports {ports}, FD_METRICS_PORT {port}"
@@ -275,12 +267,10 @@ def test_autoscaling_targets(folder: Path) -> None:
     assert trigger["metadata"]["topic"] == wiring.input_topic
     assert trigger["metadata"]["consumerGroup"] == wiring.group_id
     container = deployments[target]["spec"]["template"]["spec"]["containers"][0]
-    if _kustomize_cmd():
-        bootstrap = _env(docs, container)["KAFKA_BOOTSTRAP_SERVERS"]
-        assert trigger["metadata"]["bootstrapServers"] == bootstrap, "KEDA must read the services' cluster"
+    bootstrap = _env(docs, container)["KAFKA_BOOTSTRAP_SERVERS"]
+    assert trigger["metadata"]["bootstrapServers"] == bootstrap, "KEDA must read the services' cluster"
 
 
-@pytest.mark.skipif(_kustomize_cmd() is None, reason="overlay values only exist after a kustomize build")
 def test_prod_overlay_speaks_sasl_ssl_with_secret_credentials() -> None:
     docs = _built(K8S / "overlays/prod")
     clients = [
@@ -305,7 +295,6 @@ def test_prod_overlay_speaks_sasl_ssl_with_secret_credentials() -> None:
     assert auth in _by_kind(docs, "TriggerAuthentication")
 
 
-@pytest.mark.skipif(_kustomize_cmd() is None, reason="overlay values only exist after a kustomize build")
 def test_dev_overlay_brings_a_single_node_kraft_broker_the_services_use() -> None:
     docs = _built(K8S / "overlays/dev")
     kafka = _by_kind(docs, "StatefulSet")["kafka"]
