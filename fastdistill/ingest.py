@@ -74,22 +74,42 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
                 yield index, ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})")
             except json.JSONDecodeError as exc:
                 yield index, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+            except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, [[[[... nesting
+                yield index, ValueError(f"not JSON: {type(exc).__name__}: {str(exc)[:200]}")
             index += 1
 
 
 def _csv_records(path: Path) -> Iterator[tuple[int, Any]]:
-    text = path.read_bytes().decode("utf-8", errors="strict")
-    for index, record in enumerate(csv.DictReader(io.StringIO(text))):
-        # CSV has no nesting: a cell holding a JSON object (decode_profile) is parsed; empty = absent.
-        parsed: dict[str, Any] = {}
-        for key, value in record.items():
-            if value is None or value == "":
+    # Invalid bytes become lone surrogates, which pydantic rejects: only the records holding them fail.
+    text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    reader = csv.DictReader(io.StringIO(text))
+    index = 0
+    while True:
+        try:
+            record = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a cell over csv.field_size_limit(); the reader goes on after it
+            yield index, ValueError(f"not CSV: {exc} (line {reader.line_num})")
+            index += 1
+            continue
+        yield index, _csv_record(record)
+        index += 1
+
+
+def _csv_record(record: dict[str | None, Any]) -> dict[str, Any] | ValueError:
+    if None in record:  # DictReader's key for cells beyond the header
+        return ValueError(f"{len(record[None])} cells more than the header's {len(record) - 1} columns")
+    # CSV has no nesting: a cell holding a JSON object (decode_profile) is parsed; empty = absent.
+    parsed: dict[str, Any] = {}
+    for key, value in record.items():
+        if value is None or value == "":
+            continue
+        if value.startswith("{"):
+            try:
+                parsed[key] = json.loads(value)
                 continue
-            if value.startswith("{"):
-                try:
-                    parsed[key] = json.loads(value)
-                    continue
-                except json.JSONDecodeError:
-                    pass
-            parsed[key] = value
-        yield index, parsed
+            except (ValueError, RecursionError):
+                pass  # kept as text: the model says why that is wrong
+        parsed[key] = value
+    return parsed

@@ -23,7 +23,10 @@ def dead_letter(
 ) -> dict[str, Any]:
     """A DLQ record; `row` is kept as JSON, `raw` (undecodable bytes) as base64, both truncated."""
     if row is not None:
-        payload, encoding = json.dumps(row, default=repr, ensure_ascii=False)[:MAX_PAYLOAD_CHARS], "JSON"
+        payload, encoding = (
+            _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:MAX_PAYLOAD_CHARS]),
+            "JSON",
+        )
     elif raw is not None:
         payload, encoding = base64.b64encode(raw).decode()[:MAX_PAYLOAD_CHARS], "BASE64"
     else:
@@ -37,7 +40,7 @@ def dead_letter(
         "row_index": _int_or_none(row.get("source_index")) if row else None,
         "sample_id": _str_or_none(row.get("sample_id")) if row else None,
         "error_type": error_type,
-        "error_message": error_message[:10_000],
+        "error_message": _utf8(error_message[:10_000]),
         "payload": payload,
         "payload_encoding": encoding,
         "created_at_ms": int(time.time() * 1000),
@@ -49,4 +52,9 @@ def _int_or_none(value: Any) -> int | None:
 
 
 def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
+    return _utf8(value) if isinstance(value, str) else None
+
+
+def _utf8(text: str) -> str:
+    """Avro strings must encode as UTF-8; hostile input (lone surrogates) is escaped, not a crash."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
