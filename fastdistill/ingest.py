@@ -73,7 +73,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, Any]]:
             except UnicodeDecodeError as exc:
                 yield index, ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})")
             except json.JSONDecodeError as exc:
-                yield index, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")
+                yield index, ValueError(f"not JSON: {exc}")
             except (ValueError, RecursionError) as exc:  # e.g. a 5,000-digit number, [[[[... nesting
                 yield index, ValueError(f"not JSON: {type(exc).__name__}: {str(exc)[:200]}")
             index += 1
