@@ -22,9 +22,10 @@ from prometheus_client import Counter, Gauge
 
 from fastdistill.plan import PipelinePlan
 from services.coordinator.run_state import RunState
+from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
-from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.service import PROGRESS_SCHEMA
 from shared.runtime.state import read_compacted
@@ -57,6 +58,8 @@ class CoordinatorService:
         }
         self.runs: dict[str, RunState] = {}
         self.dirty: set[str] = set()
+        #: undecodable records of the topics only the coordinator reads (progress, DLQ)
+        self.dead_letters: list[dict[str, Any]] = []
         self._stopping = False
         self.last_loop_at = time.monotonic()
 
@@ -104,8 +107,16 @@ class CoordinatorService:
     def _restore(self) -> None:
         self.runs = {}
         for run_id, value in read_compacted(self.kafka, self.spec.runs_topic).items():
-            self.runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
+            try:
+                self.runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
+            except Exception as exc:
+                # A foreign record must not stop every restart; it is re-read at every restore, so
+                # a dead letter would repeat: logged only.
+                log.warning(
+                    "coordinator skips malformed state of run %r: %s: %s", run_id, type(exc).__name__, exc
+                )
         self.dirty.clear()
+        self.dead_letters.clear()
         for state in self.runs.values():
             self._export_metrics(state)
 
@@ -132,10 +143,15 @@ class CoordinatorService:
                 raise KafkaException(err)
             return
         topic = msg.topic()
+        expected = self.expected_schema.get(topic)
         try:
-            schema, record = self.serde.decode(msg.value(), expect=self.expected_schema.get(topic))
-        except UndecodableMessage:
-            return  # the step reading this topic dead-letters it; nothing to count here
+            schema, record = self.serde.decode(msg.value(), expect=expected)
+            if schema != expected:
+                raise UndecodableMessage(f"a {schema} record is not a {expected} record")
+        except UndecodableMessage as exc:
+            if topic in (self.spec.progress_topic, self.spec.dlq_topic):
+                self._dead_letter(msg, exc)
+            return  # on a stage topic the step reading it dead-letters it; nothing to count here
         if topic == self.spec.progress_topic and schema == PROGRESS_SCHEMA:
             self._run(record["run_id"]).add_progress(record)
         elif topic == self.spec.dlq_topic and schema == DEAD_LETTER_SCHEMA:
@@ -149,6 +165,19 @@ class CoordinatorService:
                 state.add_rows(stage, record["rows"])
             else:
                 state.add_marker(stage, msg.partition(), marker)
+
+    def _dead_letter(self, msg: Message, exc: UndecodableMessage) -> None:
+        """Nobody else reads these topics; the record goes out in the next transaction."""
+        log.warning("coordinator dead-letters %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        self.dead_letters.append(
+            dead_letter(
+                step="coordinator",
+                error_type=type(exc).__name__,
+                error_message=str(exc),
+                raw=msg.value() or b"",
+                source=(msg.topic(), msg.partition(), msg.offset()),
+            )
+        )
 
     def _finish_drained(self) -> None:
         """Progress can be the last word on a stage (a step whose final batch dropped every row),
@@ -176,10 +205,14 @@ class CoordinatorService:
     # -- output --------------------------------------------------------------------------------
     def _commit(self) -> None:
         assignment = self.consumer.assignment()
-        if not self.dirty or not assignment:
+        if not (self.dirty or self.dead_letters) or not assignment:
             return
         try:
             self.producer.begin_transaction()
+            for record in self.dead_letters:
+                value = self.serde.encode(DEAD_LETTER_SCHEMA, record)
+                clients.produce(self.producer, self.spec.dlq_topic, value, None)
+                metrics.DLQ_RECORDS.labels(step="coordinator", error_type=record["error_type"]).inc()
             for run_id in sorted(self.dirty):
                 state = self.runs[run_id]
                 self._export_metrics(state)
@@ -194,6 +227,7 @@ class CoordinatorService:
             self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
             self.producer.commit_transaction(30)
             self.dirty.clear()
+            self.dead_letters.clear()
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise

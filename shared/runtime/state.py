@@ -126,7 +126,8 @@ def read_compacted(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -
                         todo.discard(msg.partition())
                         continue
                     raise RuntimeError(f"reading state topic {topic}: {err}")
-                key = msg.key().decode()
+                # Our keys are text; a foreign binary key is kept escaped for the reader to reject.
+                key = (msg.key() or b"").decode("utf-8", "backslashreplace")
                 if msg.value() is None:
                     data.pop(key, None)
                 else:
