@@ -47,6 +47,8 @@ class BrokerInfo:
     pid: int
     data_dir: Path
     port: int
+    #: the SASL_PLAINTEXT (mechanism PLAIN) listener, when the broker was started with users
+    sasl_bootstrap: str | None = None
 
 
 def _expected_jars() -> list[str]:
@@ -116,24 +118,31 @@ def is_running(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> bool:
     return _pid(port, data_dir or data_dir_for(port)) is not None and answers(port)
 
 
-def up(port: int = DEFAULT_PORT, data_dir: Path | None = None, wait_s: float = 60) -> BrokerInfo:
+def up(
+    port: int = DEFAULT_PORT,
+    data_dir: Path | None = None,
+    wait_s: float = 60,
+    sasl_users: dict[str, str] | None = None,
+) -> BrokerInfo:
     """Start the broker (formatting storage the first time) and wait until it answers.
 
     A broker already running on `port` (still booting, or started by another process) is
-    waited for and returned, not started twice.
+    waited for and returned, not started twice. `sasl_users` (name -> password) adds a
+    SASL_PLAINTEXT listener with mechanism PLAIN on `port + 2`, beside the PLAINTEXT one.
     """
     data_dir = data_dir or data_dir_for(port)
     data_dir.mkdir(parents=True, exist_ok=True)
+    sasl = bootstrap(port + 2) if sasl_users else None
     with _locked(_lock_path(port)):
         pid = _pid(port, data_dir)
         if pid is not None:
             if _wait_until_answers(port, pid, wait_s):
-                return BrokerInfo(bootstrap(port), pid, data_dir, port)
+                return BrokerInfo(bootstrap(port), pid, data_dir, port, sasl)
             if _alive(pid):
                 raise TimeoutError(f"broker pid {pid} on port {port} runs but did not answer in {wait_s}s")
         _refuse_foreign_listener(port)
         ensure_jars()
-        props = _configure(port, data_dir)
+        props = _configure(port, data_dir, sasl_users)
         with open(data_dir / LOG_FILE, "ab") as log:
             proc = subprocess.Popen(
                 _java("kafka.Kafka", str(props)),
@@ -151,7 +160,7 @@ def up(port: int = DEFAULT_PORT, data_dir: Path | None = None, wait_s: float = 6
             (data_dir / PID_FILE).unlink(missing_ok=True)
             state = f"did not answer in {wait_s}s" if alive else "exited"
             raise RuntimeError(f"broker on port {port} {state}; see {data_dir / LOG_FILE}")
-        return BrokerInfo(bootstrap(port), proc.pid, data_dir, port)
+        return BrokerInfo(bootstrap(port), proc.pid, data_dir, port, sasl)
 
 
 def down(port: int = DEFAULT_PORT, timeout_s: float = 30, data_dir: Path | None = None) -> None:
@@ -201,11 +210,15 @@ def _java(*args: str) -> list[str]:
     ]
 
 
-def _configure(port: int, data_dir: Path) -> Path:
+def _configure(port: int, data_dir: Path, sasl_users: dict[str, str] | None = None) -> Path:
     template = (BROKER_DIR / "server.properties.template").read_text()
     props = data_dir / "server.properties"
     log_dir = data_dir / "log"
-    props.write_text(template.format(port=port, controller_port=port + 1, log_dir=log_dir))
+    props.write_text(
+        template.format(
+            port=port, controller_port=port + 1, log_dir=log_dir, **_sasl_properties(port, sasl_users)
+        )
+    )
     if not (log_dir / "meta.properties").exists():
         cluster_id = subprocess.run(
             _java("kafka.tools.StorageTool", "random-uuid"), check=True, capture_output=True, text=True
@@ -218,6 +231,22 @@ def _configure(port: int, data_dir: Path) -> Path:
             capture_output=True,
         )
     return props
+
+
+def _sasl_properties(port: int, users: dict[str, str] | None) -> dict[str, str]:
+    """Template values for an optional SASL/PLAIN listener (brokers still talk PLAINTEXT to each other)."""
+    if not users:
+        return {"sasl_listener": "", "sasl_protocol": "", "sasl_properties": ""}
+    if any(re.search(r'["\\\s;]', text) for pair in users.items() for text in pair):
+        raise ValueError("SASL user names and passwords must not hold quotes, backslashes, blanks or ';'")
+    entries = " ".join(f'user_{name}="{password}"' for name, password in users.items())
+    return {
+        "sasl_listener": f",SASL_PLAINTEXT://127.0.0.1:{port + 2}",
+        "sasl_protocol": ",SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "sasl_properties": "sasl.enabled.mechanisms=PLAIN\n"
+        "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+        f"org.apache.kafka.common.security.plain.PlainLoginModule required {entries};\n",
+    }
 
 
 def _is_broker(pid: int) -> bool:
