@@ -45,9 +45,13 @@ class MarkerTracker:
 
     def restore(self, run_id: str, partition: int, value: bytes) -> None:
         data = json.loads(value)
-        self.seen[(run_id, partition)] = set(data["seen"])
-        if data["expected"] is not None:
-            self.expected[(run_id, partition)] = data["expected"]
+        seen, expected = data["seen"], data["expected"]
+        # Checked before anything is kept: a foreign entry raises here, not later in is_drained.
+        if not all(type(p) is int for p in seen) or not (expected is None or type(expected) is int):
+            raise TypeError(f"not a marker entry: {data!r:.200}")
+        self.seen[(run_id, partition)] = set(seen)
+        if expected is not None:
+            self.expected[(run_id, partition)] = expected
 
     @staticmethod
     def key(run_id: str, partition: int) -> str:

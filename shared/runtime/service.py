@@ -600,8 +600,12 @@ class StepService:
         self.tracker = MarkerTracker()
         assert self._markers_store is not None
         for key, value in self._markers_store.data.items():
-            run_id, partition = MarkerTracker.parse_key(key)
-            self.tracker.restore(run_id, partition, value)
+            try:
+                run_id, partition = MarkerTracker.parse_key(key)
+                self.tracker.restore(run_id, partition, value)
+            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+                # Not written by a service: skipped (every restore would meet it again), not a crash loop.
+                log.warning("%s skips a malformed marker entry %r: %r", self.w.stage, key[:200], exc)
 
     # -- observability -------------------------------------------------------------------------
     def _report_gauges(self) -> None:
