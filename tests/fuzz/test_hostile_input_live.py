@@ -4,11 +4,12 @@ teacher simulator over HTTP.
 While three runs of the example seeds go through, garbage bytes (random, truncated Avro, Avro of
 another schema, a right header with a corrupt body, empty, ~1 MB, ...) land in five waves on every
 topic a service reads: the seeds topic and every stage topic, the progress and dead-letter topics
-(read by the coordinator) and the JSON control topics (runs, gates). Two of the runs carry 10,000
-and 500 malformed seeds interleaved with the valid ones (JSONL and CSV through `fastdistill
-produce`). Then:
+(read by the coordinator) and the JSON control topics (runs, gates, every step's markers store).
+Two of the runs carry 10,000 and 500 malformed seeds interleaved with the valid ones (JSONL and
+CSV through `fastdistill produce`). Then:
 - every garbage message is exactly one dead letter, written by the service that reads its topic,
-  with a readable reason (control topics: skipped, the services stay up, also through restarts);
+  with a readable reason (control topics: skipped with a warning; the services stay up, also
+  when a restart makes them re-read those topics);
 - every malformed seed is exactly one dead letter of its run, with a reason naming its record;
 - no service died, every /healthz answers ok;
 - the fuzzed runs released exactly the rows of the clean run.
@@ -34,7 +35,7 @@ import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from fastdistill.local_stack import LocalStack
+from fastdistill.local_stack import SIM_NAME, LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir, wait_for_release
 from fastdistill.topics import pipeline_topics
@@ -109,7 +110,8 @@ class Garbage:
         self.avro[spec.progress_topic] = ("coordinator", PROGRESS_SCHEMA, progress)
         letter = dead_letter(step="fuzz", error_type="E", error_message="m", row={"a": 1})
         self.avro[spec.dlq_topic] = ("coordinator", DEAD_LETTER_SCHEMA, letter)
-        self.control = [spec.runs_topic, spec.gates_topic]
+        markers = [f"{spec.state_topic_prefix(s.id)}.markers" for s in spec.steps]
+        self.control = [spec.runs_topic, spec.gates_topic, *markers]
         self.partitions = {t: clients.partition_count(self.producer, t) for t in [*self.avro, *self.control]}
         #: (topic, partition, offset) -> (reader, kind)
         self.landed: dict[tuple[str, int, int], tuple[str, str]] = {}
@@ -134,7 +136,9 @@ class Garbage:
                 kind, value = control_garbage(self.rng)
                 self.control_kinds[kind] += 1
                 # Compacted topics need keys; never a real run id (that would overwrite its state).
-                key = self.rng.choice([f"fuzz-{self.rng.randint(0, 99)}".encode(), self.rng.randbytes(6)])
+                key = self.rng.choice(
+                    [b"fuzz-%d" % self.rng.randint(0, 99), b"fuzz|x", b"fuzz|7", self.rng.randbytes(6)]
+                )
                 self._send(topic, value, key, None)
         assert self.producer.flush(60) == 0
 
@@ -181,7 +185,7 @@ def _produce(stack: LocalStack, path: Path, run_id: str) -> None:
 
 def _all_up(stack: LocalStack) -> None:
     assert not stack.dead(), f"services died: {stack.dead()}"
-    unhealthy = [n for n, s in stack.services.items() if n != "teacher-sim" and not s.healthy()]
+    unhealthy = [n for n, s in stack.services.items() if n != SIM_NAME and not s.healthy()]
     assert not unhealthy, f"/healthz not ok: {unhealthy}"
 
 
@@ -217,10 +221,12 @@ def _released_rows(spec: PipelineSpec, run_id: str) -> list[dict[str, Any]]:
 
 
 def _reason(message: str) -> str:
-    """A message with its numbers, hex and record positions blanked, for counting by reason."""
+    """A message with its record position, numbers, schema and step names blanked, to count by reason."""
     text = re.sub(r"^\S+ record \d+: ", "", message)
+    text = re.sub(r"batch:\w+|\bprogress\b|\bdead_letter\b", "<schema>", text)
+    text = re.sub(r"step \w+|the sink", "<step>", text)
     text = re.sub(r"[0-9a-f]{8,}|\d+", "N", text)
-    return text[:90]
+    return ": ".join(text.split(": ", 2)[:2]) if text.startswith("corrupt") else text[:90]
 
 
 def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
@@ -240,12 +246,12 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
     )
     jsonl, csv, jsonl_kinds, csv_kinds = _seed_files(tmp_path, rng)
     runs = {name: f"run-{name}-{uuid.uuid4().hex[:6]}" for name in ("clean", "jsonl", "csv")}
-    garbage = Garbage(plan, serde, kafka, rng)
     started = time.monotonic()
     try:
         stack.start_teacher_sim(SEEDS)
         stack.add_pipeline_services()
         stack.start()
+        garbage = Garbage(plan, serde, kafka, rng)  # now that the services created their state topics
         garbage.wave()
         for name, seeds in (("clean", SEEDS), ("jsonl", jsonl), ("csv", csv)):
             _produce(stack, seeds, runs[name])
@@ -253,12 +259,14 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
             _all_up(stack)
         results = {name: wait_for_release(spec, run_id, 600, stack) for name, run_id in runs.items()}
         garbage.wave()
-        # Restores re-read the control topics: the coordinator its runs topic, the sink the gates.
-        for name in ("coordinator", "sink"):
-            svc = stack.services[name]
-            svc.signal(signal.SIGTERM)
-            assert svc.wait(60) == 0, name
-            stack.restart(name)
+        # Restarts re-read the control topics: the coordinator its runs topic, the sink the gates
+        # and every step its markers store.
+        for svc in stack.services.values():
+            if svc.name != SIM_NAME:
+                svc.signal(signal.SIGTERM)
+        for svc in stack.services.values():
+            assert svc.name == SIM_NAME or svc.wait(60) == 0, svc.name
+        stack.start()
         _all_up(stack)
 
         expected_by_run = {runs["jsonl"]: MALFORMED_JSONL, runs["csv"]: MALFORMED_CSV}
@@ -335,7 +343,7 @@ def _print_figures(
     )
     for reason, n in reasons.most_common():
         print(f"  {n:6d}  {reason}")
-    print(f"garbage on control topics (runs, gates), skipped with a warning: {dict(garbage.control_kinds)}")
+    print(f"garbage on control topics (runs, gates, markers), skipped: {dict(garbage.control_kinds)}")
     for name, seed_kinds in (("jsonl", jsonl_kinds), ("csv", csv_kinds)):
         mine = [r for r in letters if r["run_id"] == runs[name] and r["step"] == "produce"]
         total = sum(seed_kinds.values())
