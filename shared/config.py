@@ -10,14 +10,15 @@ import json
 import socket
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class KafkaSettings(BaseSettings):
     """Connection to the cluster (env `KAFKA_*`)."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore")
+    # A validation error must not print what it rejected: that may be a credential.
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", extra="ignore", hide_input_in_errors=True)
 
     bootstrap_servers: str = "127.0.0.1:19092"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -29,10 +30,22 @@ class KafkaSettings(BaseSettings):
     ssl_key_location: str | None = None
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification_algorithm: str | None = None
-    #: Any further librdkafka properties as a JSON object, e.g. '{"client.rack": "a"}'.
-    extra: str = "{}"
+    #: Any further librdkafka properties as a JSON object, e.g. '{"client.rack": "a"}'. Secret, as it
+    #: may carry credentials (e.g. sasl.oauthbearer.client.secret).
+    extra: SecretStr = SecretStr("{}")
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 15_000
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_is_an_object(cls, value: SecretStr) -> SecretStr:
+        try:
+            parsed = json.loads(value.get_secret_value())
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValueError("KAFKA_EXTRA must be a JSON object of librdkafka properties")
+        return value
 
     def client_conf(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
@@ -50,14 +63,16 @@ class KafkaSettings(BaseSettings):
             "ssl.endpoint.identification.algorithm": self.ssl_endpoint_identification_algorithm,
         }
         conf.update({k: v for k, v in optional.items() if v is not None})
-        conf.update(json.loads(self.extra))
+        conf.update(json.loads(self.extra.get_secret_value()))
         return conf
 
 
 class RegistrySettings(BaseSettings):
     """Confluent Schema Registry (env `SCHEMA_REGISTRY_*`); unset URL = single-object encoding."""
 
-    model_config = SettingsConfigDict(env_prefix="SCHEMA_REGISTRY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="SCHEMA_REGISTRY_", extra="ignore", hide_input_in_errors=True
+    )
 
     url: str | None = None
     basic_auth_user_info: SecretStr | None = None

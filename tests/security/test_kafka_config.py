@@ -25,7 +25,8 @@ from shared.runtime import clients
 PASSWORD = "sasl-Pa55-never-shown"
 KEY_PASSWORD = "key-Pa55-never-shown"
 REGISTRY_AUTH = "registry-user:registry-Pa55-never-shown"
-SECRETS = (PASSWORD, KEY_PASSWORD, REGISTRY_AUTH)
+EXTRA_SECRET = "oauth-Pa55-never-shown"
+SECRETS = (PASSWORD, KEY_PASSWORD, REGISTRY_AUTH, EXTRA_SECRET)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def secure_env(monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path]) -> d
         "KAFKA_SSL_KEY_LOCATION": str(tls_files["key"]),
         "KAFKA_SSL_KEY_PASSWORD": KEY_PASSWORD,
         "KAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM": "https",
-        "KAFKA_EXTRA": json.dumps({"client.rack": "rack-a"}),
+        "KAFKA_EXTRA": json.dumps({"client.rack": "rack-a", "sasl.oauthbearer.client.secret": EXTRA_SECRET}),
         "SCHEMA_REGISTRY_URL": "https://registry.invalid",
         "SCHEMA_REGISTRY_BASIC_AUTH_USER_INFO": REGISTRY_AUTH,
     }
@@ -103,6 +104,7 @@ def test_security_settings_reach_every_client(secure_env: dict[str, str], built:
         assert conf["ssl.key.password"] == KEY_PASSWORD, kind
         assert conf["ssl.endpoint.identification.algorithm"] == "https", kind
         assert conf["client.rack"] == "rack-a", kind
+        assert conf["sasl.oauthbearer.client.secret"] == EXTRA_SECRET, kind
     # The clients' own settings are kept beside the security ones.
     assert built[0][1]["group.id"] == "fd.test.group" and built[0][1]["isolation.level"] == "read_committed"
     assert built[1][1]["transactional.id"] == "fd.test.tx"
@@ -135,10 +137,15 @@ def test_secrets_stay_out_of_repr_dumps_and_errors(secure_env: dict[str, str]) -
     kafka, registry = KafkaSettings(), RegistrySettings()
     shown = [repr(kafka), str(kafka), kafka.model_dump_json(), repr(kafka.model_dump())]
     shown += [repr(registry), str(registry), registry.model_dump_json()]
-    try:
-        KafkaSettings(session_timeout_ms="soon")  # type: ignore[arg-type]
-    except ValidationError as exc:
-        shown.append(str(exc))
+    # Rejected values are not echoed either: a misplaced password must not land in a crash log.
+    for bad in (
+        {"session_timeout_ms": PASSWORD},
+        {"extra": f"{{{EXTRA_SECRET}"},
+        {"sasl_password": [PASSWORD]},
+    ):
+        with pytest.raises(ValidationError) as exc:
+            KafkaSettings(**bad)  # type: ignore[arg-type]
+        shown.append(str(exc.value))
     for text in shown:
         for secret in SECRETS:
             assert secret not in text
@@ -152,7 +159,8 @@ def test_secrets_stay_out_of_logs(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Python logging and librdkafka's own log (stderr), even at librdkafka's configuration debug level."""
-    monkeypatch.setenv("KAFKA_EXTRA", json.dumps({"debug": "conf,security,generic"}))
+    debug = {"debug": "conf,security,generic", "sasl.oauthbearer.client.secret": EXTRA_SECRET}
+    monkeypatch.setenv("KAFKA_EXTRA", json.dumps(debug))
     caplog.set_level(logging.DEBUG)
     kafka = KafkaSettings()
     logging.getLogger("fd.test").info("settings: %s / %r", kafka, kafka)
