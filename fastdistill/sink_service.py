@@ -23,7 +23,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import REJECTED, RELEASED
-from services.sink.writer import write_dataset
+from services.sink.writer import StagedRows
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class OpenRun:
     run_id: str
+    staged: StagedRows
     first_offsets: dict[int, int] = field(default_factory=dict)
     rows: int = 0
     #: file name -> sha256, once the dataset is written to `.pending`
@@ -126,7 +127,9 @@ class SinkService:
         run_id = record["run_id"]
         if self._finished(run_id):
             return
-        run = self.runs.setdefault(run_id, OpenRun(run_id))
+        run = self.runs.get(run_id)
+        if run is None:
+            run = self.runs[run_id] = OpenRun(run_id, StagedRows(self.staging / run_id))
         run.first_offsets.setdefault(msg.partition(), msg.offset())
         marker = record["end_of_run"]
         if marker is not None:
@@ -134,11 +137,7 @@ class SinkService:
                 run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
             )
             return
-        path = self.staging / run_id / f"p{msg.partition()}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a", encoding="utf-8") as fh:
-            for row in record["rows"]:
-                fh.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
+        run.staged.append(msg.partition(), record["rows"])
         run.rows += len(record["rows"])
 
     def _dead_letter(self, msg: Message, exc: UndecodableMessage) -> None:
@@ -158,16 +157,11 @@ class SinkService:
         return (run_dir / RELEASED).exists() or (run_dir / REJECTED).exists()
 
     def _write_pending(self, run: OpenRun) -> None:
-        rows: list[dict[str, Any]] = []
-        for path in sorted((self.staging / run.run_id).glob("p*.jsonl")):
-            with open(path, encoding="utf-8") as fh:
-                rows.extend(json.loads(line) for line in fh)
-        rows.sort(key=lambda r: r["source_index"])
         columns = [f["name"] for f in self.plan.fields[self.stage]]
         pending = self.root / run.run_id / ".pending" / self.stage
         shutil.rmtree(pending, ignore_errors=True)
-        run.files = write_dataset(rows, pending, columns, self.spec.sink.formats)
-        log.info("run %s: %d rows staged for release", run.run_id, len(rows))
+        run.files = run.staged.write_dataset(pending, columns, self.spec.sink.formats)
+        log.info("run %s: %d rows staged for release", run.run_id, run.rows)
 
     # -- release -------------------------------------------------------------------------------
     def _on_verdict(self, msg: Message) -> None:
