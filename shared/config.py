@@ -35,6 +35,9 @@ class KafkaSettings(BaseSettings):
     extra: SecretStr = SecretStr("{}")
     session_timeout_ms: int = 10_000
     transaction_timeout_ms: int = 15_000
+    #: Largest message producers write (librdkafka's `message.max.bytes`); larger batches are split.
+    #: Raising it needs the topics' (or broker's) `max.message.bytes` raised too.
+    max_message_bytes: int = Field(1_000_000, ge=100_000)
 
     @field_validator("extra")
     @classmethod

@@ -32,6 +32,7 @@ def transactional_producer(kafka: KafkaSettings, transactional_id: str, **overri
         # transaction at once, instead of stalling read_committed readers until it times out.
         "transactional.id": transactional_id,
         "transaction.timeout.ms": kafka.transaction_timeout_ms,
+        "message.max.bytes": kafka.max_message_bytes,
         "linger.ms": 5,
         "compression.type": "lz4",
     }
@@ -39,7 +40,12 @@ def transactional_producer(kafka: KafkaSettings, transactional_id: str, **overri
 
 
 def producer(kafka: KafkaSettings, **overrides: object) -> Producer:
-    conf = kafka.client_conf() | {"enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
+    conf = kafka.client_conf() | {
+        "enable.idempotence": True,
+        "message.max.bytes": kafka.max_message_bytes,
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
     return Producer(conf | overrides)
 
 

@@ -10,7 +10,8 @@ from confluent_kafka import Producer
 
 from shared.config import KafkaSettings
 from shared.runtime import clients
-from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
+from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.serde import AvroSerde
 from shared.step import Row
 
@@ -48,20 +49,38 @@ def produce_run(
     seq = 0
     total = 0
     n_dead = 0
+    max_bytes = kafka.max_message_bytes - MESSAGE_OVERHEAD
 
-    def send(batch: list[Row], end_of_run: dict[str, Any] | None, partition: int) -> None:
-        nonlocal seq
+    def encode(part: list[Row], end_of_run: dict[str, Any] | None) -> bytes:
         record = {
             "run_id": run_id,
             "stage": stage,
             "producer": "produce",
             "batch_seq": seq,
             "lineage": [],
-            "rows": batch,
+            "rows": part,
             "end_of_run": end_of_run,
         }
-        clients.produce(producer, topic, serde.encode(schema, record), run_id, partition)
+        return serde.encode(schema, record)
+
+    def send(batch: list[Row], end_of_run: dict[str, Any] | None, partition: int) -> None:
+        """The batch in as many messages as it takes; a row too large for any is dead-lettered."""
+        nonlocal seq, total, n_dead
+        values, too_large = fit(batch, lambda part: encode(part, end_of_run), max_bytes)
+        for value in values:
+            clients.produce(producer, topic, value, run_id, partition)
         seq += 1
+        for row, size in too_large:
+            record = dead_letter(
+                step="produce",
+                error_type="MessageTooLarge",
+                error_message=too_large_message(size, kafka.max_message_bytes),
+                run_id=run_id,
+                row=row,
+            )
+            clients.produce(producer, dlq_topic, serde.encode(DEAD_LETTER_SCHEMA, record), run_id)
+            total -= 1
+            n_dead += 1
 
     try:
         batch: list[Row] = []

@@ -25,6 +25,7 @@ from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.pipeline import ErrorPolicy
 from shared.runtime import clients
+from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
@@ -465,16 +466,16 @@ class StepService:
                 self._emit_marker(pm, entry)
                 continue
             rows = [r for r in pm.outputs if r is not _DROPPED]
-            self._emit_rows(pm, rows)
+            too_large = self._emit_rows(pm, rows)
             entry["rows_in"] += pm.rows
-            entry["rows_out"] += len(rows)
-            entry["rows_errored"] += pm.errored
+            entry["rows_out"] += len(rows) - too_large
+            entry["rows_errored"] += pm.errored + too_large
             entry["rows_dropped"] += pm.rows - len(rows) - pm.errored
             entry["batches"] += 1
             entry["batch_seconds"].append((pm.finished or pm.started) - pm.started)
             room = MAX_ROW_SAMPLES - len(entry["row_seconds"])
             entry["row_seconds"].extend(pm.row_seconds[: max(room, 0)])
-            metrics.ROWS_OUT.labels(**self._labels).inc(len(rows))
+            metrics.ROWS_OUT.labels(**self._labels).inc(len(rows) - too_large)
             metrics.ROWS_DROPPED.labels(**self._labels).inc(pm.rows - len(rows) - pm.errored)
         return progress
 
@@ -496,15 +497,29 @@ class StepService:
             "last_ms": now_ms,
         }
 
-    def _emit_rows(self, pm: PendingMessage, rows: list[Row]) -> None:
+    def _emit_rows(self, pm: PendingMessage, rows: list[Row]) -> int:
+        """Produces the rows; returns how many were dead-lettered as too large for any message."""
         if not rows or self.w.output_topic is None:
-            return
+            return 0
         groups: dict[int, list[Row]] = defaultdict(list)
         for row in rows:
             groups[self._output_partition(pm.partition, row)].append(row)
         lineage = [*pm.lineage, self.signature]
+        too_large: list[tuple[Row, int]] = []
         for partition, group in sorted(groups.items()):
-            self._produce_batch(pm.run_id or "", partition, lineage, group, None)
+            too_large += self._produce_batch(pm.run_id or "", partition, lineage, group, None)
+        for row, size in too_large:
+            record = dead_letter(
+                step=self.w.stage,
+                error_type="MessageTooLarge",
+                error_message=too_large_message(size, self.kafka.max_message_bytes),
+                run_id=pm.run_id,
+                row=row,
+                source=(pm.topic, pm.partition, pm.offset),
+            )
+            self._produce(self.w.dlq_topic, DEAD_LETTER_SCHEMA, record, key=record["run_id"])
+            metrics.DLQ_RECORDS.labels(step=self.w.stage, error_type=record["error_type"]).inc()
+        return len(too_large)
 
     def _output_partition(self, input_partition: int, row: Row) -> int:
         if self.w.partition_by is None:
@@ -543,19 +558,29 @@ class StepService:
 
     def _produce_batch(
         self, run_id: str, partition: int, lineage: list[str], rows: list[Row], eor: dict[str, Any] | None
-    ) -> None:
+    ) -> list[tuple[Row, int]]:
+        """One message, or several where one would exceed the message size; returns the rows that
+        fit in no message, with their size."""
         assert self.w.output_topic is not None and self.w.output_schema is not None
-        record = {
-            "run_id": run_id,
-            "stage": self.w.stage,
-            "producer": self.settings.instance_id,
-            "batch_seq": self._seq,
-            "lineage": lineage,
-            "rows": rows,
-            "end_of_run": eor,
-        }
-        self._seq += 1
-        self._produce(self.w.output_topic, self.w.output_schema, record, key=run_id, partition=partition)
+        schema = self.w.output_schema
+
+        def encode(part: list[Row]) -> bytes:
+            record = {
+                "run_id": run_id,
+                "stage": self.w.stage,
+                "producer": self.settings.instance_id,
+                "batch_seq": self._seq,
+                "lineage": lineage,
+                "rows": part,
+                "end_of_run": eor,
+            }
+            self._seq += 1
+            return self.serde.encode(schema, record)
+
+        values, too_large = fit(rows, encode, self.kafka.max_message_bytes - MESSAGE_OVERHEAD)
+        for value in values:
+            clients.produce(self.producer, self.w.output_topic, value, run_id, partition)
+        return too_large
 
     def _produce(
         self,
