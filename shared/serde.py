@@ -30,12 +30,14 @@ class KnownSchema:
     raw: dict[str, Any]
     parsed: Any
     fingerprint: bytes
+    #: (field, record full name) of the row fields typed as a union of null and one record
+    row_record_unions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(cls, name: str, raw: dict[str, Any]) -> KnownSchema:
         parsed = parse_schema(raw, _write_hint=False)
         crc = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
-        return cls(name, raw, parsed, bytes.fromhex(crc)[::-1])
+        return cls(name, raw, parsed, bytes.fromhex(crc)[::-1], _row_record_unions(parsed))
 
 
 @dataclass
@@ -68,6 +70,8 @@ class AvroSerde:
             buf.write(SINGLE_OBJECT_MAGIC + known.fingerprint)
         else:
             buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(name, known)))
+        if known.row_record_unions and record.get("rows"):
+            record = record | {"rows": [_tag_unions(row, known.row_record_unions) for row in record["rows"]]}
         fastavro.schemaless_writer(buf, known.parsed, record)
         return buf.getvalue()
 
@@ -135,6 +139,39 @@ class AvroSerde:
             # Our own schema under another id: read it under its own name.
             self._by_id[schema_id] = self._by_fingerprint.get(fetched.fingerprint, fetched)
         return self._by_id[schema_id]
+
+
+def _row_record_unions(parsed: Any) -> tuple[tuple[str, str], ...]:
+    """The [null, record] fields of a batch schema's rows (`rows`: array of records)."""
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        return ()
+    rows = next((f["type"] for f in parsed["fields"] if f["name"] == "rows"), None)
+    if not isinstance(rows, dict) or rows.get("type") != "array" or not isinstance(rows["items"], dict):
+        return ()
+    found = []
+    for f in rows["items"].get("fields", []):
+        members = f["type"] if isinstance(f["type"], list) else []
+        records = [m for m in members if isinstance(m, dict) and m.get("type") == "record"]
+        if len(records) == 1 and len(members) == 2 and "null" in members:
+            found.append((f["name"], records[0]["name"]))
+    return tuple(found)
+
+
+def _tag_unions(row: dict[str, Any], unions: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """The row with its record-union values in fastavro's (name, value) tuple notation.
+
+    Given a bare dict, fastavro picks the union branch by validating the value against each
+    branch: ~10 µs a row for one small record, two thirds of encoding a whole row. Named, the
+    branch is a lookup. The row itself is left as it is (steps may still hold it).
+    """
+    tagged = None
+    for name, record_name in unions:
+        value = row.get(name)
+        if type(value) is dict:
+            if tagged is None:
+                tagged = dict(row)
+            tagged[name] = (record_name, value)
+    return row if tagged is None else tagged
 
 
 def _json(raw: dict[str, Any]) -> str:

@@ -1,3 +1,6 @@
+import io
+
+import fastavro
 import pytest
 
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
@@ -75,3 +78,22 @@ def test_dead_letter_records_encode() -> None:
     assert name == DEAD_LETTER_SCHEMA
     assert back["row_index"] == 7
     assert back["payload_encoding"] == "JSON"
+
+
+def test_record_unions_in_rows_encode_as_fastavro_would_and_leave_rows_alone() -> None:
+    # The serde names the branch of [null, record] row fields itself (a speed-up); the bytes must
+    # be those fastavro writes when it resolves the branch, and the caller's rows stay untouched.
+    profile = {"name": "Profile", "type": "record", "fields": [{"name": "t", "type": "double"}]}
+    fields = row_fields(SEED, [{"name": "profile", "type": ["null", profile], "default": None}])
+    serde = _serde()
+    known = serde.add("profiled", batch_schema(fields))
+    rows = [
+        {"source_index": 0, "task_id": "a", "profile": {"t": 0.5}},
+        {"source_index": 1, "task_id": "b", "profile": None},
+    ]
+    data = serde.encode("profiled", _batch(rows))
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, known.parsed, _batch(rows))
+    assert data[10:] == body.getvalue()
+    assert rows[0]["profile"] == {"t": 0.5}
+    assert serde.decode(data)[1]["rows"] == rows
