@@ -112,12 +112,19 @@ def partition_count(client: AdminClient | Consumer | Producer, topic: str, timeo
 
 
 def produce(
-    producer: Producer, topic: str, value: bytes, key: str | None, partition: int | None = None
+    producer: Producer,
+    topic: str,
+    value: bytes,
+    key: str | None,
+    partition: int | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """`produce`, waiting for room in librdkafka's queue instead of failing when it is full."""
     kwargs: dict[str, object] = {"value": value, "key": key}
     if partition is not None:
         kwargs["partition"] = partition
+    if headers:
+        kwargs["headers"] = headers
     while True:
         try:
             producer.produce(topic, **kwargs)
