@@ -31,6 +31,7 @@ from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
 from shared.serde import AvroSerde, UndecodableMessage
+from shared.topic_schema import dataset_columns
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class SinkService:
         return (run_dir / RELEASED).exists() or (run_dir / REJECTED).exists()
 
     def _write_pending(self, run: OpenRun) -> None:
-        columns = [f["name"] for f in self.plan.fields[self.stage]]
+        columns = dataset_columns(self.plan.fields[self.stage])
         pending = self.root / run.run_id / ".pending" / self.stage
         shutil.rmtree(pending, ignore_errors=True)
         run.files = run.staged.write_dataset(pending, columns, self.spec.sink.formats)

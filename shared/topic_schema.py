@@ -17,6 +17,17 @@ ROW_META_FIELDS: list[dict[str, Any]] = [
 ]
 
 
+#: A field attribute (`"volatile": true`) marking a column that records how a row was made
+#: (latency, cache hits), not what it is: it differs between runs of the same seeds, so dataset
+#: files leave it out and stay byte-identical.
+VOLATILE = "volatile"
+
+
+def dataset_columns(fields: list[dict[str, Any]]) -> list[str]:
+    """The columns of a dataset file: every row field but the volatile ones."""
+    return [f["name"] for f in fields if not f.get(VOLATILE)]
+
+
 def row_fields(seed_fields: list[dict[str, Any]], *added: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Meta fields, then seed fields, then each step's additions (a re-declared name is replaced)."""
     by_name: dict[str, dict[str, Any]] = {}
