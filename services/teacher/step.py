@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
+import httpx
 import openai
 import pydantic
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.types.chat import ChatCompletion
 from pydantic import Field
 from tenacity import (
@@ -253,6 +254,14 @@ class TeacherStep(AsyncStep):
                 api_key=os.environ.get("OPENAI_API_KEY") or "sk-local",
                 max_retries=0,
                 timeout=self.params.request_timeout_s,
+                # As many idle connections kept as requests may be in flight: the default keeps
+                # 100, so above that every request beyond opens (and later drops) a connection.
+                http_client=DefaultAsyncHttpxClient(
+                    limits=httpx.Limits(
+                        max_connections=None, max_keepalive_connections=self.params.max_concurrency
+                    ),
+                    timeout=self.params.request_timeout_s,
+                ),
             )
             self._client_loop = loop
         return self._client
