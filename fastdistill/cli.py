@@ -204,6 +204,37 @@ def report(run_id: str, pipeline: PipelineOpt = None) -> None:
 
 
 @app.command()
+def replay(
+    run: Annotated[str, typer.Argument(help="the finished run to replay")],
+    from_step: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            help="step to recompute from; auto: the first step whose signature changed since the run",
+        ),
+    ] = "auto",
+    pipeline: PipelineOpt = None,
+    run_id: Annotated[str | None, typer.Option(help="default: <run>.replay-<time>")] = None,
+) -> None:
+    """Re-run a finished run from a step as a new run, from that step's input as the run left it."""
+    from fastdistill.replay import ReplayError, replay_run
+
+    spec = _spec(pipeline)
+    plan = PipelinePlan.build(spec)
+    serde = plan.serde(RegistrySettings().client())
+    try:
+        summary = replay_run(plan, KafkaSettings(), serde, run, from_step, run_id)
+    except (ReplayError, KeyError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"run {summary.run_id}: replay of {summary.replay_of} from {summary.from_step}, "
+        f"{summary.rows} rows of {summary.input_stage} in {summary.batches} batches"
+    )
+    print(summary.run_id)
+
+
+@app.command()
 def up(
     pipeline: PipelineOpt = None,
     seeds: Annotated[Path | None, typer.Option(help="produce this seed file as a run once all is up")] = None,

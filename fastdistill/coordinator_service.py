@@ -21,6 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from prometheus_client import Counter, Gauge
 
 from fastdistill.plan import PipelinePlan
+from fastdistill.replay import replay_origin
 from services.coordinator.run_state import RunState
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
@@ -160,6 +161,9 @@ class CoordinatorService:
         elif topic in self.stage_of_topic and schema == self.plan.schema_name(self.stage_of_topic[topic]):
             state = self._run(record["run_id"])
             stage = self.stage_of_topic[topic]
+            origin = replay_origin(msg.headers())
+            if origin is not None:
+                state.start_replay(stage, *origin)
             marker = record["end_of_run"]
             if marker is None:
                 state.add_rows(stage, record["rows"])

@@ -21,7 +21,6 @@ from services.coordinator.gates import GateConfigError, evaluate_gates
 from services.coordinator.manifest import ManifestAgg
 from services.coordinator.quality import QualityAgg
 from services.coordinator.timing import StepTiming, timing_report
-from shared.pipeline import SEEDS_STAGE
 from shared.runtime.markers import MarkerTracker
 
 SNAPSHOT_VERSION = 1
@@ -87,6 +86,9 @@ class RunState:
     verdict: dict[str, Any] | None = None
     dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
 
+    #: A replay's origin (`replay_of`, `from_step`), from the headers of its input's records.
+    replay: dict[str, str] | None = None
+
     @classmethod
     def new(cls, run_id: str, stages: list[str], partitions_by_stage: dict[str, int]) -> RunState:
         return cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
@@ -119,16 +121,27 @@ class RunState:
         by_type = self.dead_letters.setdefault(record["step"], {})
         by_type[record["error_type"]] = by_type.get(record["error_type"], 0) + 1
 
+    def start_replay(self, stage: str, replay_of: str, from_step: str) -> None:
+        """The run replays `replay_of` from `from_step`, whose input was re-produced on `stage`'s
+        topic: the stages before it never see the run, so they are no part of it."""
+        if self.replay is None:
+            order = list(self.stages)
+            self._stage(stage)
+            self.stages = {s: self.stages[s] for s in order[order.index(stage) :]}
+            self.replay = {"replay_of": replay_of, "from_step": from_step}
+
     # -- end of run ----------------------------------------------------------------------------
     def _drained(self, state: StageState) -> int:
         return len(state.markers.drained_partitions(self.run_id))
 
     def all_drained(self) -> bool:
+        first = next(iter(self.stages))
         for stage, state in self.stages.items():
             if self._drained(state) < state.partitions:
                 return False
-            # Steps must have reported; the seeds stage (no progress records) must not wait.
-            if stage != SEEDS_STAGE and (state.progress is None or not state.progress.complete):
+            # Steps must have reported; the first stage (seeds, or a replay's input: no progress
+            # records) must not wait.
+            if stage != first and (state.progress is None or not state.progress.complete):
                 return False
         return True
 
@@ -176,6 +189,7 @@ class RunState:
                 self.run_id,
                 {stage: s.progress.timing for stage, s in self.stages.items() if s.progress is not None},
             ),
+            **({"replay": {"run_id": self.run_id, **self.replay}} if self.replay else {}),
         }
 
     def public(self) -> dict[str, Any]:
@@ -194,6 +208,7 @@ class RunState:
             "finished_ms": self.finished_ms,
             "stages": stages,
             "dead_letters": self.dead_letters,
+            "replay": self.replay,
             "verdict": self.verdict,
             "reports": self.reports() if self.status == "done" else None,
         }
@@ -208,6 +223,7 @@ class RunState:
             "final_stage": self.final_stage,
             "verdict": self.verdict,
             "dead_letters": self.dead_letters,
+            "replay": self.replay,
             "stages": [
                 {
                     "stage": stage,
@@ -249,4 +265,5 @@ class RunState:
             data["final_stage"],
             data["verdict"],
             {step: dict(counts) for step, counts in data["dead_letters"].items()},
+            replay=data.get("replay"),
         )

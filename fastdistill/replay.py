@@ -1,0 +1,205 @@
+"""Replaying a finished run from any step as a new run.
+
+The input of step S is the upstream stage's topic, which holds every batch of every run. A replay
+reads the original run's batches there (read_committed, until the end-of-run markers of every
+partition), and re-produces them under a new run id onto the same topic and partitions, in one
+transaction, followed by its own end-of-run markers: S and the steps after it recompute the run,
+the steps before S never see it. Every re-produced record carries two Kafka headers naming the
+original run and S; the coordinator reads them to know the run starts at S's input stage, so it
+waits for no earlier stage and records the lineage in the run's state and reports.
+
+Recomputing costs nothing where nothing changed: deterministic steps give the same rows, and the
+teacher's generation cache is keyed by (generation signature, sample_id), so only rows whose
+generation signature changed are paid for again. `--from auto` picks the first step whose
+signature (`Step.signature()`) differs from the lineage the original run's rows carry.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from fastdistill.plan import PipelinePlan
+from fastdistill.runs import run_states
+from shared.config import KafkaSettings
+from shared.runtime import clients
+from shared.runtime.markers import MarkerTracker
+from shared.serde import AvroSerde, UndecodableMessage
+
+#: Kafka headers of every record a replay produces: the original run and the step replayed from.
+REPLAY_OF = "fd-replay-of"
+FROM_STEP = "fd-from-step"
+AUTO = "auto"
+
+
+class ReplayError(RuntimeError):
+    """A replay that cannot start; nothing was produced."""
+
+
+@dataclass
+class ReplaySummary:
+    run_id: str
+    replay_of: str
+    from_step: str
+    input_stage: str
+    rows: int
+    batches: int
+
+
+def replay_headers(replay_of: str, from_step: str) -> list[tuple[str, bytes]]:
+    return [(REPLAY_OF, replay_of.encode()), (FROM_STEP, from_step.encode())]
+
+
+def replay_origin(headers: list[tuple[str, bytes | None]] | None) -> tuple[str, str] | None:
+    """(original run, step replayed from) of a record a replay produced, else None."""
+    found = {name: value for name, value in headers or () if value is not None}
+    if REPLAY_OF not in found or FROM_STEP not in found:
+        return None
+    return found[REPLAY_OF].decode(errors="replace"), found[FROM_STEP].decode(errors="replace")
+
+
+def changed_step(plan: PipelinePlan, lineage: list[str]) -> str | None:
+    """The first step whose signature is not the one at its place in `lineage` (None: all equal)."""
+    for position, spec in enumerate(plan.spec.steps):
+        if position >= len(lineage) or lineage[position] != plan.steps[spec.id].signature():
+            return spec.id
+    return None
+
+
+def read_run(
+    kafka: KafkaSettings,
+    serde: AvroSerde,
+    topic: str,
+    schema: str,
+    run_id: str,
+    *,
+    first_only: bool = False,
+    timeout_s: float = 120.0,
+) -> list[tuple[int, dict[str, Any]]]:
+    """The run's records on `topic` as (partition, record), markers included, in each partition's
+    order, up to the end-of-run markers of every partition (or only the first record).
+
+    Raises ReplayError when the topic ends before the run has drained on every partition."""
+    consumer = clients.consumer(kafka, f"fd-replay-read-{uuid.uuid4().hex}")
+    try:
+        partitions = clients.partition_count(consumer, topic)
+        marks = [
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in range(partitions)
+        ]
+        # Partitions with nothing to read count as read from the start (their position stays unset).
+        unread = {p for p, (low, high) in enumerate(marks) if high > low}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+        tracker = MarkerTracker()
+        records: list[tuple[int, dict[str, Any]]] = []
+        deadline = time.monotonic() + timeout_s
+        while len(tracker.drained_partitions(run_id)) < partitions and not (first_only and records):
+            if time.monotonic() > deadline:
+                raise ReplayError(f"reading run {run_id} on {topic} took over {timeout_s}s")
+            unread -= {
+                tp.partition
+                for tp in consumer.position(consumer.assignment())
+                if tp.offset >= marks[tp.partition][1]
+            }
+            if not unread:
+                if first_only:
+                    break
+                drained = len(tracker.drained_partitions(run_id))
+                raise ReplayError(
+                    f"run {run_id} has not finished on {topic}: {drained} of {partitions} partitions drained"
+                )
+            for msg in consumer.consume(num_messages=500, timeout=0.5):
+                if msg.error() is not None:
+                    continue
+                try:
+                    _, record = serde.decode(msg.value(), expect=schema)
+                except UndecodableMessage:
+                    continue  # dead-lettered by the step reading the topic; not part of any run
+                if record.get("run_id") != run_id:
+                    continue
+                records.append((msg.partition(), record))
+                marker = record["end_of_run"]
+                if marker is not None:
+                    tracker.observe(
+                        run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
+                    )
+        return records
+    finally:
+        consumer.close()
+
+
+def resolve_step(
+    plan: PipelinePlan, kafka: KafkaSettings, serde: AvroSerde, replay_of: str, from_step: str
+) -> str:
+    """`from_step` itself, or for `auto` the first step whose signature changed since the run."""
+    spec = plan.spec
+    if from_step != AUTO:
+        spec.step(from_step)  # KeyError naming the steps when it is not one
+        return from_step
+    final = spec.final_stage
+    first = read_run(kafka, serde, spec.topic(final), plan.schema_name(final), replay_of, first_only=True)
+    if not first:
+        raise ReplayError(f"run {replay_of} has nothing on {spec.topic(final)} to read its lineage from")
+    step = changed_step(plan, list(first[0][1]["lineage"]))
+    if step is None:
+        raise ReplayError(f"no step changed since run {replay_of}: name the step to replay from with --from")
+    return step
+
+
+def replay_run(
+    plan: PipelinePlan,
+    kafka: KafkaSettings,
+    serde: AvroSerde,
+    replay_of: str,
+    from_step: str = AUTO,
+    run_id: str | None = None,
+) -> ReplaySummary:
+    spec = plan.spec
+    states = run_states(spec, kafka)
+    original = states.get(replay_of)
+    if original is None or original["status"] != "done":
+        status = original and original["status"]
+        raise ReplayError(f"run {replay_of} is not a finished run of {spec.name} (status: {status})")
+    new_run = run_id or f"{replay_of}.replay-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+    if new_run in states:
+        raise ReplayError(f"run {new_run} exists already")
+    step = resolve_step(plan, kafka, serde, replay_of, from_step)
+    stage = spec.input_stage(step)
+    topic, schema = spec.topic(stage), plan.schema_name(stage)
+    records = read_run(kafka, serde, topic, schema, replay_of)
+    producer = clients.transactional_producer(
+        kafka, f"fd-replay-{topic}-{new_run}", **{"transaction.timeout.ms": 300_000}
+    )
+    producer.init_transactions(30)
+    headers = replay_headers(replay_of, step)
+    rows_by_partition: dict[int, int] = {}
+    seq = 0
+
+    def send(partition: int, record: dict[str, Any]) -> None:
+        nonlocal seq
+        record |= {"run_id": new_run, "producer": "replay", "batch_seq": seq}
+        clients.produce(producer, topic, serde.encode(schema, record), new_run, partition, headers)
+        seq += 1
+
+    partitions = clients.partition_count(producer, topic)
+    # The markers carry the lineage too: a step takes its output's lineage from its input's.
+    lineage = records[0][1]["lineage"] if records else []
+    producer.begin_transaction()
+    try:
+        # Same partitions as the original: a step partitioned by key (dedup) meets each key once.
+        for partition, record in records:
+            if record["end_of_run"] is None:
+                rows_by_partition[partition] = rows_by_partition.get(partition, 0) + len(record["rows"])
+                send(partition, record)
+        for partition in range(partitions):
+            rows = rows_by_partition.get(partition, 0)
+            marker = {"source_partition": 0, "source_partitions": 1, "rows_before": rows}
+            send(partition, {"stage": stage, "lineage": lineage, "rows": [], "end_of_run": marker})
+        producer.commit_transaction(300)
+    except BaseException:
+        producer.abort_transaction(30)
+        raise
+    return ReplaySummary(new_run, replay_of, step, stage, sum(rows_by_partition.values()), seq - partitions)
