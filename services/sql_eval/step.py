@@ -7,9 +7,14 @@ The teacher's SQL is hostile input. Defences, each covering what the others miss
   connection), PRAGMA, transactions and every DDL/DML statement at prepare time, and
   denies the functions that touch the file system or load code;
 - a progress handler interrupts a query once its time budget is spent (runaway recursive
-  CTEs, cross joins), and SQLite's own limits cap string/blob sizes so a single function
-  call cannot allocate gigabytes between two progress checks;
-- at most `max_rows + 1` rows are fetched.
+  CTEs, cross joins), and SQLite's own limits cap string/blob sizes (1 MB) and columns so a
+  single function call or row cannot allocate gigabytes between two progress checks;
+- rows are fetched one at a time and the result stops at `max_rows` rows or
+  `max_result_bytes` of values, so a result never holds more than that in memory;
+- a statement that yields no result set (a comment, an empty statement) is no answer.
+
+Gold results are cached as signatures only (bounded memory), and only when they ran: a gold
+query interrupted on a busy machine, or failing, is run again for the next row that needs it.
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ _DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit"
 #: VM instructions between two looks at the clock: cheap, and well under a millisecond apart.
 _PROGRESS_EVERY = 1000
 #: Longest string or blob a query may build (SQLite's default is 1 GB).
-_MAX_VALUE_BYTES = 10_000_000
+_MAX_VALUE_BYTES = 1_000_000
+#: Widest result row: with the value cap, bounds what one fetched row can hold (SQLite allows 2000).
+_MAX_COLUMNS = 64
 _MAX_SQL_BYTES = 100_000
 _MAX_ERROR_CHARS = 200
 _GOLD_CACHE_SIZE = 10_000
@@ -80,10 +87,26 @@ def result_signature(rows: list[list[Any]]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _value_bytes(value: Any) -> int:
+    # What a value costs once fetched, roughly: numbers and NULL count a machine word.
+    return len(value) if isinstance(value, str | bytes) else 8
+
+
 @dataclass(frozen=True)
 class Outcome:
     rows: list[list[Any]] | None
     error: str | None
+
+    @property
+    def signature(self) -> str | None:
+        return None if self.rows is None else result_signature(self.rows)
+
+
+@dataclass(frozen=True)
+class GoldResult:
+    """What the cache keeps of a gold query that ran: the signature of its normalised rows."""
+
+    signature: str
 
 
 class SqlEvalParams(StepParams):
@@ -92,6 +115,7 @@ class SqlEvalParams(StepParams):
     gold_field: str = "gold_sql"
     order_insensitive: bool = True
     max_rows: int = Field(10_000, ge=0)
+    max_result_bytes: int = Field(1_000_000, gt=0, description="cap on the fetched values' total size")
     time_budget_ms: int = Field(1000, gt=0)
 
 
@@ -106,7 +130,7 @@ class SqlEvalStep(Step):
         # One connection, one query at a time; the deadline is per query.
         self._lock = threading.Lock()
         self._deadline = 0.0
-        self._gold: OrderedDict[str, Outcome] = OrderedDict()
+        self._gold: OrderedDict[str, GoldResult] = OrderedDict()
 
     def output_fields(self) -> list[dict[str, Any]]:
         return step_fields(self.name)
@@ -138,6 +162,7 @@ class SqlEvalStep(Step):
         conn.execute("PRAGMA trusted_schema = OFF")
         conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
         conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
+        conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, _MAX_COLUMNS)
         conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, _MAX_SQL_BYTES)
         conn.set_authorizer(_authorize)
         conn.set_progress_handler(self._over_budget, _PROGRESS_EVERY)
@@ -158,15 +183,32 @@ class SqlEvalStep(Step):
             self._deadline = time.monotonic() + p.time_budget_ms / 1000
             try:
                 cursor.execute(sql)
-                rows = cursor.fetchmany(p.max_rows + 1)
+                if cursor.description is None:
+                    # Only comments or an empty statement: nothing ran that could answer.
+                    return Outcome(None, "not a query")
+                rows, error = self._fetch(cursor)
             except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
                 # ValueError: a NUL character in the SQL; OverflowError: an out-of-range integer.
                 return Outcome(None, self._describe(exc))
             finally:
                 cursor.close()
-        if len(rows) > p.max_rows:
-            return Outcome(None, f"row limit exceeded (> {p.max_rows} rows)")
+        if error is not None:
+            return Outcome(None, error)
         return Outcome(normalise_rows(rows, p.order_insensitive), None)
+
+    def _fetch(self, cursor: sqlite3.Cursor) -> tuple[list[tuple[Any, ...]], str | None]:
+        """Rows one at a time, stopping at the first past a cap: memory stays near the caps."""
+        p = self.params
+        rows: list[tuple[Any, ...]] = []
+        size = 0
+        for row in cursor:
+            if len(rows) == p.max_rows:
+                return rows, f"row limit exceeded (> {p.max_rows} rows)"
+            size += sum(map(_value_bytes, row))
+            if size > p.max_result_bytes:
+                return rows, f"result too large (> {p.max_result_bytes} bytes)"
+            rows.append(row)
+        return rows, None
 
     def _describe(self, exc: BaseException) -> str:
         """A short error; one label per kind of refusal keeps the quality report's counts readable."""
@@ -180,30 +222,35 @@ class SqlEvalStep(Step):
         message = message or type(exc).__name__
         return message if len(message) <= _MAX_ERROR_CHARS else message[: _MAX_ERROR_CHARS - 1] + "…"
 
-    def gold(self, sql: str) -> Outcome:
+    def gold(self, sql: str) -> GoldResult | None:
+        """The gold query's result, None if it did not run (never cached: it may run next time)."""
         cached = self._gold.get(sql)
-        if cached is None:
-            cached = self._gold[sql] = self.run(sql)
-            if len(self._gold) > _GOLD_CACHE_SIZE:
-                self._gold.popitem(last=False)
-        else:
+        if cached is not None:
             self._gold.move_to_end(sql)
+            return cached
+        signature = self.run(sql).signature
+        if signature is None:
+            return None
+        cached = self._gold[sql] = GoldResult(signature)
+        if len(self._gold) > _GOLD_CACHE_SIZE:
+            self._gold.popitem(last=False)
         return cached
 
     def process_row(self, row: Row) -> Row | None:
         p = self.params
         predicted = self.run(_text(row, p.sql_field))
+        signature = predicted.signature
         gold_sql = _text(row, p.gold_field)
         gold_match: bool | None = None
         if gold_sql and gold_sql.strip():
-            gold = self.gold(gold_sql)
-            both_ran = predicted.rows is not None and gold.rows is not None
-            gold_match = both_ran and predicted.rows == gold.rows
+            # Equal signatures are equal normalised rows (SHA-256 of their canonical JSON).
+            gold = self.gold(gold_sql) if signature is not None else None
+            gold_match = gold is not None and gold.signature == signature
         return {
             **row,
-            "exec_pass": predicted.rows is not None,
+            "exec_pass": signature is not None,
             "exec_error": predicted.error,
-            "result_signature": None if predicted.rows is None else result_signature(predicted.rows),
+            "result_signature": signature,
             "gold_match": gold_match,
         }
 

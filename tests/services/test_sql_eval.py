@@ -152,3 +152,54 @@ def test_connection_is_read_only_even_without_authorizer(db: Path) -> None:
     with pytest.raises(sqlite3.OperationalError):
         conn.execute("DELETE FROM customers")
     conn.close()
+
+
+@pytest.mark.parametrize("sql", ["-- only a comment", ";", "/* nothing */ ;", " ; ; "])
+def test_no_result_set_is_not_a_query(db: Path, sql: str) -> None:
+    # The gold returns no rows either: an answer that ran nothing must still not match it.
+    out = _eval(SqlEvalStep(db_path=str(db)), sql, "SELECT name FROM customers WHERE 0")
+    assert (out["exec_pass"], out["exec_error"]) == (False, "not a query")
+    assert out["result_signature"] is None and out["gold_match"] is False
+
+
+def test_empty_result_is_still_a_result(db: Path) -> None:
+    out = _eval(
+        SqlEvalStep(db_path=str(db)), "SELECT id FROM orders WHERE 0", "SELECT id FROM orders WHERE 1 = 2"
+    )
+    assert out["exec_pass"] is True and out["gold_match"] is True
+
+
+def test_result_size_capped(db: Path) -> None:
+    step = SqlEvalStep(db_path=str(db), max_result_bytes=100_000)
+    out = _eval(step, "SELECT zeroblob(30000) FROM orders")
+    assert (out["exec_pass"], out["exec_error"]) == (False, "result too large (> 100000 bytes)")
+    assert _eval(step, "SELECT zeroblob(30000) FROM orders LIMIT 3")["exec_pass"] is True
+
+
+def test_default_caps_values_and_results_near_a_megabyte(db: Path) -> None:
+    step = SqlEvalStep(db_path=str(db))
+    assert _eval(step, "SELECT randomblob(1000001)")["exec_error"] == "string or blob too big"
+    assert _eval(step, "SELECT randomblob(600000) FROM orders LIMIT 2")["exec_error"] == (
+        "result too large (> 1000000 bytes)"
+    )
+    assert _eval(step, "SELECT randomblob(600000)")["exec_pass"] is True
+
+
+def test_gold_that_failed_is_run_again(db: Path) -> None:
+    # A gold query interrupted on a busy machine must not cost every later row its match.
+    heavy = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT 2000000) SELECT count(*) FROM c"
+    )
+    step = SqlEvalStep(db_path=str(db), time_budget_ms=1)
+    first = _eval(step, "SELECT 2000000", heavy)
+    assert first["exec_pass"] is True and first["gold_match"] is False
+    step.params = step.params.model_copy(update={"time_budget_ms": 60_000})
+    assert _eval(step, "SELECT 2000000", heavy)["gold_match"] is True
+
+
+def test_gold_cache_keeps_signatures_not_rows(db: Path) -> None:
+    step = SqlEvalStep(db_path=str(db))
+    _eval(step, "SELECT name FROM customers", "SELECT name FROM customers")
+    assert [g.signature for g in step._gold.values()] == [
+        _eval(step, "SELECT name FROM customers")["result_signature"]
+    ]

@@ -78,7 +78,10 @@ def _error(step: SqlEvalStep, sql: str) -> str | None:
     ],
 )
 def test_refused(step: SqlEvalStep, db: Path, sql: str) -> None:
+    started = time.monotonic()
     error = _error(step, sql.format(dir=db.parent))
+    # Refused when the statement is prepared, long before any budget runs out.
+    assert (time.monotonic() - started) * 1000 < BUDGET_MS
     assert error is not None
     # Functions that do not exist in this build fail as unknown, which is as good as refused.
     assert error == "not authorized" or error.startswith("no such function"), error
@@ -140,6 +143,23 @@ def test_two_statements_rejected(step: SqlEvalStep) -> None:
 def test_huge_values_refused(step: SqlEvalStep) -> None:
     assert _error(step, "SELECT randomblob(500000000)") == "string or blob too big"
     assert _error(step, "SELECT zeroblob(500000000)") == "string or blob too big"
+
+
+def test_wide_rows_of_large_values_refused(step: SqlEvalStep) -> None:
+    # Each value under the 1 MB cap, but together far past any sane result: stopped at the first row
+    # past the result cap, or refused as too wide before it runs.
+    assert _error(step, "SELECT " + ", ".join(["randomblob(900000)"] * 64)) == (
+        "result too large (> 1000000 bytes)"
+    )
+    assert _error(step, "SELECT " + ", ".join(["zeroblob(900000)"] * 2000)) == (
+        "too many columns in result set"
+    )
+    assert _error(step, "SELECT zeroblob(400000) FROM order_items") == "result too large (> 1000000 bytes)"
+
+
+@pytest.mark.parametrize("sql", ["-- DROP TABLE customers", "/* */", ";"])
+def test_statements_without_a_result_are_not_queries(step: SqlEvalStep, sql: str) -> None:
+    assert _error(step, sql) == "not a query"
 
 
 def test_nul_in_sql_is_a_row_error_not_a_crash(step: SqlEvalStep) -> None:
