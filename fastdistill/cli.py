@@ -89,13 +89,21 @@ def produce(
     file: Path,
     pipeline: PipelineOpt = None,
     run_id: Annotated[str | None, typer.Option(help="default: derived from the file and the time")] = None,
-    limit: Annotated[int | None, typer.Option(help="only the first N records of the file")] = None,
+    head: Annotated[int | None, typer.Option(help="only the first N records of the file")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="early stop (like Take): the run ends once N rows passed the final stage, and its "
+            "dataset is the N of them with the lowest source index",
+        ),
+    ] = None,
 ) -> None:
     """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ."""
     spec = _spec(pipeline)
     plan = PipelinePlan.build(spec)
     run = run_id or _new_run_id(file)
-    seeds = read_seeds(file, plan.seed_model(), run, limit)
+    seeds = read_seeds(file, plan.seed_model(), run, head)
     kafka = KafkaSettings()
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
     summary = produce_run(
@@ -108,6 +116,8 @@ def produce(
         rows=seeds.rows,
         dead_letters=seeds.dead_letters,
         batch_size=spec.batch_size,
+        limit=limit,
+        control_topic=spec.control_topic,
     )
     console.print(
         f"run {summary.run_id}: {summary.rows} seeds in {summary.batches} batches, "
@@ -279,7 +289,7 @@ def up(
                 time.sleep(1)
             raise RuntimeError(f"services exited: {stack.dead()}")
         run_id = _new_run_id(seeds)
-        produce(seeds, path, run_id, None)
+        produce(seeds, path, run_id)
         result = wait_for_release(spec, run_id, timeout_s, stack)
         console.print_json(data=result)
         if not exit_when_done:

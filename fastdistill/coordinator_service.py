@@ -25,7 +25,7 @@ from fastdistill.replay import replay_origin
 from services.coordinator.run_state import RunState
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
-from shared.runtime import clients
+from shared.runtime import clients, control
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.service import PROGRESS_SCHEMA
@@ -59,6 +59,10 @@ class CoordinatorService:
         }
         self.runs: dict[str, RunState] = {}
         self.dirty: set[str] = set()
+        #: runs that reached their limit since the last commit: their stop goes out with it
+        self.stops: set[str] = set()
+        #: run -> limit, from the control topic
+        self.limits: dict[str, int] = {}
         #: undecodable records of the topics only the coordinator reads (progress, DLQ)
         self.dead_letters: list[dict[str, Any]] = []
         self._stopping = False
@@ -77,7 +81,13 @@ class CoordinatorService:
             try:
                 self.producer.init_transactions(30)
                 self._restore()
-                topics = [*self.stage_of_topic, self.spec.progress_topic, self.spec.dlq_topic]
+                self.read_limits()
+                topics = [
+                    *self.stage_of_topic,
+                    self.spec.progress_topic,
+                    self.spec.dlq_topic,
+                    self.spec.control_topic,
+                ]
                 self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
                 self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
                 last_commit = time.monotonic()
@@ -85,6 +95,7 @@ class CoordinatorService:
                     self.last_loop_at = time.monotonic()
                     for msg in self.consumer.consume(num_messages=500, timeout=0.1):
                         self._on_message(msg)
+                    self._stop_limited()
                     self._finish_drained()
                     if time.monotonic() - last_commit > 0.5:
                         self._commit()
@@ -118,12 +129,22 @@ class CoordinatorService:
                 )
         self.dirty.clear()
         self.dead_letters.clear()
+        self.stops.clear()
         for state in self.runs.values():
             self._export_metrics(state)
+
+    def read_limits(self) -> None:
+        """The limits written before this start: a run first met on a stage topic gets its limit
+        at once, in whatever order the topics are read."""
+        for record in control.read_all(self.kafka, self.spec.control_topic):
+            if record["limit"] is not None:
+                self.limits[record["run_id"]] = record["limit"]
 
     def _run(self, run_id: str) -> RunState:
         if run_id not in self.runs:
             self.runs[run_id] = RunState.new(run_id, self.spec.stages, self._partitions_by_stage())
+            if run_id in self.limits:
+                self.runs[run_id].set_limit(self.limits[run_id])
         self.dirty.add(run_id)
         return self.runs[run_id]
 
@@ -144,6 +165,14 @@ class CoordinatorService:
                 raise KafkaException(err)
             return
         topic = msg.topic()
+        if topic == self.spec.control_topic:
+            record = control.parse(msg.value())
+            if record is not None and record["limit"] is not None:
+                self.limits[record["run_id"]] = record["limit"]
+                state = self.runs.get(record["run_id"])
+                if state is None or state.limit != record["limit"]:
+                    self._run(record["run_id"]).set_limit(record["limit"])
+            return
         expected = self.expected_schema.get(topic)
         try:
             schema, record = self.serde.decode(msg.value(), expect=expected)
@@ -183,6 +212,16 @@ class CoordinatorService:
             )
         )
 
+    def _stop_limited(self) -> None:
+        """A limited run whose final stage has its N rows is stopped upstream (the stop record
+        goes out in the transaction that also holds the run state saying so)."""
+        for run_id in sorted(self.dirty):
+            state = self.runs[run_id]
+            if state.reached_limit():
+                state.stopped_ms = int(time.time() * 1000)
+                self.stops.add(run_id)
+                log.info("run %s reached its limit of %s rows: stopping it", run_id, state.limit)
+
     def _finish_drained(self) -> None:
         """Progress can be the last word on a stage (a step whose final batch dropped every row),
         so drain is checked after any input, not only after stage rows."""
@@ -217,6 +256,9 @@ class CoordinatorService:
                 value = self.serde.encode(DEAD_LETTER_SCHEMA, record)
                 clients.produce(self.producer, self.spec.dlq_topic, value, None)
                 metrics.DLQ_RECORDS.labels(step="coordinator", error_type=record["error_type"]).inc()
+            for run_id in sorted(self.stops):
+                stop = control.stop_record(run_id, self.runs[run_id].limit or 0)
+                self.producer.produce(self.spec.control_topic, key=run_id, value=stop)
             for run_id in sorted(self.dirty):
                 state = self.runs[run_id]
                 self._export_metrics(state)
@@ -232,6 +274,7 @@ class CoordinatorService:
             self.producer.commit_transaction(30)
             self.dirty.clear()
             self.dead_letters.clear()
+            self.stops.clear()
         except KafkaException as exc:
             if exc.args[0].fatal():
                 raise

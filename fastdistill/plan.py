@@ -60,6 +60,7 @@ class PipelinePlan:
             output_schema=self.schema_name(step_id),
             dlq_topic=self.spec.dlq_topic,
             progress_topic=self.spec.progress_topic,
+            control_topic=self.spec.control_topic,
             state_topic_prefix=self.spec.state_topic_prefix(step_id),
             error_policy=spec.error_policy,
             max_in_flight=spec.max_in_flight,

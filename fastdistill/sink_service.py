@@ -27,6 +27,7 @@ from services.sink.writer import StagedRows
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients
+from shared.runtime.control import ControlView
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
@@ -73,6 +74,10 @@ class SinkService:
             self.gates: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-gates")
             # Dead letters are flushed before the offsets past them are committed: at least once.
             self.dlq = clients.producer(self.kafka)
+            # A run's limit is written with its seeds, long before its rows drain here; reading
+            # the topic to its end first covers a restart that finds drained runs at once.
+            self.control = ControlView(self.kafka, self.spec.control_topic)
+            self.control.catch_up()
             try:
                 self.partitions = clients.partition_count(self.consumer, self.topic)
                 committed = self.consumer.committed(
@@ -94,6 +99,7 @@ class SinkService:
                         self._on_message(msg)
                     for msg in self.gates.consume(num_messages=100, timeout=0):
                         self._on_verdict(msg)
+                    self.control.poll()
                     self._release_ready()
                     if time.monotonic() - last_commit > 0.5:
                         self._commit()
@@ -103,6 +109,7 @@ class SinkService:
             finally:
                 self.consumer.close()
                 self.gates.close()
+                self.control.close()
 
     def stop(self) -> None:
         self._stopping = True
@@ -158,10 +165,15 @@ class SinkService:
         return (run_dir / RELEASED).exists() or (run_dir / REJECTED).exists()
 
     def _write_pending(self, run: OpenRun) -> None:
+        # Early stop: of the rows that passed before the run drained, the N first by source
+        # index; a function of that set alone, whatever order they arrived in.
+        limit = self.control.limits.get(run.run_id)
+        if limit is not None:
+            run.rows = min(run.rows, limit)
         columns = dataset_columns(self.plan.fields[self.stage])
         pending = self.root / run.run_id / ".pending" / self.stage
         shutil.rmtree(pending, ignore_errors=True)
-        run.files = run.staged.write_dataset(pending, columns, self.spec.sink.formats)
+        run.files = run.staged.write_dataset(pending, columns, self.spec.sink.formats, limit)
         log.info("run %s: %d rows staged for release", run.run_id, run.rows)
 
     # -- release -------------------------------------------------------------------------------
@@ -200,6 +212,7 @@ class SinkService:
             "rows": run.rows,
             "files": run.files,
             "gate": verdict,
+            "limit": self.control.limits.get(run.run_id),
         }
         (run_dir / (RELEASED if passed else REJECTED)).write_text(
             json.dumps(status, indent=2, sort_keys=True)

@@ -31,8 +31,21 @@ def render_status(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Grou
                 str(info.get("rows_errored", "")),
                 f"{info.get('drained_partitions', 0)}/{info.get('partitions', '?')}",
             )
+        table.caption = _early_stop(state.get("early_stop"))
         tables.append(table)
     return Group(*tables) if tables else Group(Text("no runs yet"))
+
+
+def _early_stop(early: dict[str, Any] | None) -> str | None:
+    if early is None:
+        return None
+    if early["stopped_at"] is None:
+        return f"limit {early['limit']}: {early['final_rows']} rows through so far"
+    return (
+        f"limit {early['limit']}: stopped at {early['stopped_at']}, {early['final_rows']} rows through "
+        f"({early['final_rows_over_limit']} over), seeds consumed {early['seeds_consumed']}, "
+        f"needed {early['seeds_needed']}"
+    )
 
 
 def _verdict(state: dict[str, Any]) -> str:

@@ -16,4 +16,5 @@ def pipeline_topics(spec: PipelineSpec) -> list[TopicSpec]:
         TopicSpec(spec.progress_topic, 1, rf),
         TopicSpec.compacted(spec.runs_topic, 1, rf),
         TopicSpec.compacted(spec.gates_topic, 1, rf),
+        TopicSpec.compacted(spec.control_topic, 1, rf),
     ]

@@ -9,6 +9,9 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 ROWS_IN = Counter("fd_rows_in_total", "Rows consumed", ["step"])
 ROWS_OUT = Counter("fd_rows_out_total", "Rows produced downstream", ["step"])
 ROWS_DROPPED = Counter("fd_rows_dropped_total", "Rows the step dropped on purpose", ["step"])
+ROWS_STOPPED = Counter(
+    "fd_rows_stopped_total", "Rows dropped unprocessed because their run reached its limit", ["step"]
+)
 ROWS_ERRORED = Counter("fd_rows_errored_total", "Rows whose processing raised", ["step", "policy"])
 DLQ_RECORDS = Counter("fd_dlq_records_total", "Dead-letter records written", ["step", "error_type"])
 BATCH_SECONDS = Histogram(

@@ -97,6 +97,11 @@ class PipelineSpec(BaseModel):
     def gates_topic(self) -> str:
         return f"fd.{self.name}.gates"
 
+    @property
+    def control_topic(self) -> str:
+        """Run limits and stops (compacted, keyed by run id): see shared.runtime.control."""
+        return f"fd.{self.name}.control"
+
     def state_topic_prefix(self, step_id: str) -> str:
         """State stores of a step live in `<prefix>.<store name>` (compacted)."""
         return f"fd.{self.name}.{step_id}.state"

@@ -13,18 +13,19 @@ its offsets, so restoring it and reading on yields exactly the reports of an uni
 
 from __future__ import annotations
 
+import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from services.coordinator.gates import GateConfigError, evaluate_gates
-from services.coordinator.manifest import ManifestAgg
+from services.coordinator.manifest import ManifestAgg, iso_ms
 from services.coordinator.quality import QualityAgg
 from services.coordinator.timing import StepTiming, timing_report
 from shared.runtime.markers import MarkerTracker
 
 SNAPSHOT_VERSION = 1
-_COUNTS = ("rows_in", "rows_out", "rows_dropped", "rows_errored", "batches")
+_COUNTS = ("rows_in", "rows_out", "rows_dropped", "rows_errored", "rows_stopped", "batches")
 
 
 @dataclass
@@ -59,7 +60,7 @@ class StepProgress:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StepProgress:
         return cls(
-            dict(data["counts"]),
+            dict.fromkeys(_COUNTS, 0) | dict(data["counts"]),
             set(data["partitions_ended"]),
             data["input_partitions"],
             StepTiming.from_json(data["timing"]),
@@ -85,6 +86,11 @@ class RunState:
     final_stage: str | None = None
     verdict: dict[str, Any] | None = None
     dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Early stop (`produce --limit`): the limit, when the coordinator stopped the run, and the
+    #: lowest `limit` source indexes of the rows that passed the final stage (what is released).
+    limit: int | None = None
+    stopped_ms: int | None = None
+    taken: list[int] = field(default_factory=list)
 
     #: A replay's origin (`replay_of`, `from_step`), from the headers of its input's records.
     replay: dict[str, str] | None = None
@@ -103,6 +109,24 @@ class RunState:
         state = self._stage(stage)
         state.manifest.add_rows(rows)
         state.quality.add_rows(rows)
+        if self.limit is not None and stage == self._final:
+            indexes = [*self.taken, *(int(r["source_index"]) for r in rows)]
+            self.taken = heapq.nsmallest(self.limit, indexes)
+
+    @property
+    def _final(self) -> str:
+        return list(self.stages)[-1]
+
+    def set_limit(self, limit: int) -> None:
+        self.limit = limit
+
+    def reached_limit(self) -> bool:
+        """The run has a limit, enough rows passed the final stage, and it is not stopped yet."""
+        return (
+            self.limit is not None
+            and self.stopped_ms is None
+            and self.stages[self._final].manifest.count >= self.limit
+        )
 
     def add_marker(self, stage: str, partition: int, marker: dict[str, Any]) -> None:
         self._stage(stage).markers.observe(
@@ -178,7 +202,36 @@ class RunState:
         ]
         return min(firsts) if firsts else None
 
+    def early_stop(self) -> dict[str, Any] | None:
+        """What a limited run consumed against what it needed (None for a run without limit).
+
+        `seeds_needed` is 1 + the largest source index among the released rows: the input
+        records the dataset came from. `seeds_consumed` counts the seeds the first step
+        processed (not stopped); the difference is the over-fetch at the pipeline's entry, and
+        `final_rows_over_limit` the rows that went through every step but are not released.
+        """
+        if self.limit is None:
+            return None
+        final = self.stages[self._final].manifest.count
+        needed = self.taken[-1] + 1 if len(self.taken) >= self.limit else None
+        steps = {stage: s.progress.counts for stage, s in self.stages.items() if s.progress is not None}
+        first = list(self.stages)[1]
+        consumed = steps[first]["rows_in"] - steps[first]["rows_stopped"] if first in steps else 0
+        return {
+            "limit": self.limit,
+            "stopped_at": iso_ms(self.stopped_ms),
+            "final_rows": final,
+            "released_rows": min(final, self.limit),
+            "final_rows_over_limit": max(final - self.limit, 0),
+            "seeds_needed": needed,
+            "seeds_consumed": consumed,
+            "seeds_over_fetch": None if needed is None else consumed - needed,
+            "rows_processed": {stage: c["rows_in"] - c["rows_stopped"] for stage, c in steps.items()},
+            "rows_stopped": {stage: c["rows_stopped"] for stage, c in steps.items()},
+        }
+
     def reports(self) -> dict[str, Any]:
+        early_stop = self.early_stop()
         return {
             "manifest": [
                 state.manifest.report(self.run_id, stage, self.finished_ms)
@@ -190,6 +243,7 @@ class RunState:
                 {stage: s.progress.timing for stage, s in self.stages.items() if s.progress is not None},
             ),
             **({"replay": {"run_id": self.run_id, **self.replay}} if self.replay else {}),
+            **({"early_stop": early_stop} if early_stop is not None else {}),
         }
 
     def public(self) -> dict[str, Any]:
@@ -210,6 +264,7 @@ class RunState:
             "dead_letters": self.dead_letters,
             "replay": self.replay,
             "verdict": self.verdict,
+            "early_stop": self.early_stop(),
             "reports": self.reports() if self.status == "done" else None,
         }
 
@@ -224,6 +279,9 @@ class RunState:
             "verdict": self.verdict,
             "dead_letters": self.dead_letters,
             "replay": self.replay,
+            "limit": self.limit,
+            "stopped_ms": self.stopped_ms,
+            "taken": self.taken,
             "stages": [
                 {
                     "stage": stage,
@@ -265,5 +323,8 @@ class RunState:
             data["final_stage"],
             data["verdict"],
             {step: dict(counts) for step, counts in data["dead_letters"].items()},
+            data.get("limit"),
+            data.get("stopped_ms"),
+            list(data.get("taken", [])),
             replay=data.get("replay"),
         )

@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from shared.config import KafkaSettings
-from shared.runtime import clients
+from shared.runtime import clients, control
 from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.serde import AvroSerde
@@ -51,10 +51,15 @@ def produce_run(
     dead_letters: Iterable[dict[str, Any]] = (),
     batch_size: int = 500,
     stage: str = "seeds",
+    limit: int | None = None,
+    control_topic: str | None = None,
 ) -> ProduceSummary:
-    """One transaction: batches over the partitions by content (`content_partition`), DLQ
-    records, then on every partition the run's end marker (as source partition 0 of 1). A failed
-    ingest leaves nothing visible to the pipeline, so it can simply be run again."""
+    """One transaction: the run's limit (if any) to the control topic, batches over the
+    partitions by content (`content_partition`), DLQ records, then on every partition the run's
+    end marker (as source partition 0 of 1). A failed ingest leaves nothing visible to the
+    pipeline, so it can simply be run again."""
+    if limit is not None and control_topic is None:
+        raise ValueError("a limited run needs the pipeline's control topic")
     producer: Producer = clients.transactional_producer(
         kafka, f"fd-produce-{topic}-{run_id}", **{"transaction.timeout.ms": 300_000}
     )
@@ -98,6 +103,8 @@ def produce_run(
             n_dead += 1
 
     try:
+        if limit is not None and control_topic is not None:
+            clients.produce(producer, control_topic, control.limit_record(run_id, limit), run_id)
         batches: dict[int, list[Row]] = {}
         for row in rows:
             partition = content_partition(row, partitions)

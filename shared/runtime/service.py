@@ -27,6 +27,7 @@ from shared.config import KafkaSettings, ServiceSettings
 from shared.pipeline import ErrorPolicy
 from shared.runtime import clients
 from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
+from shared.runtime.control import ControlView
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
@@ -61,6 +62,8 @@ class Wiring:
     dlq_topic: str
     progress_topic: str
     state_topic_prefix: str
+    #: Run limits and stops (shared.runtime.control); None: rows are never stopped.
+    control_topic: str | None = None
     error_policy: ErrorPolicy = ErrorPolicy.COLLECT
     max_in_flight: int = 32
     max_buffered_rows: int = 2000
@@ -84,6 +87,8 @@ class PendingMessage:
     row_seconds: list[float] = field(default_factory=list)
     remaining: int = 0
     errored: int = 0
+    #: rows dropped unprocessed because the run was stopped
+    stopped: int = 0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     finished: float | None = None
 
@@ -127,6 +132,7 @@ class StepService:
         self._row_done = asyncio.Event()
         self._immediate: Producer | None = None
         self._markers_store: KafkaStateStore | None = None
+        self.control: ControlView | None = None
         #: Highest buffered row count seen after a poll, how often a full buffer held consuming
         #: back, and how often a long hold paused the partitions.
         self.buffered_max = 0
@@ -179,6 +185,8 @@ class StepService:
                 self._markers_store = self.state_store("markers", scope="global")
                 self._restore_tracker()
                 self.step.open(self)
+                if self.w.control_topic is not None:
+                    self.control = ControlView(self.kafka, self.w.control_topic)
                 self.input_partitions = clients.partition_count(self.consumer, self.w.input_topic)
                 self.output_partitions = (
                     clients.partition_count(self.consumer, self.w.output_topic) if self.w.output_topic else 0
@@ -250,6 +258,8 @@ class StepService:
             log.warning("consumer close: %s", exc)
         if self._immediate is not None:
             self._immediate.flush(10)
+        if self.control is not None:
+            self.control.close()
 
     # -- consuming -----------------------------------------------------------------------------
     def _buffered_rows(self) -> int:
@@ -281,6 +291,8 @@ class StepService:
         self.buffered_max = max(self.buffered_max, self._buffered_rows())
         if self._immediate is not None:
             self._immediate.poll(0)
+        if self.control is not None:
+            self.control.poll()
         self._maybe_report_lag()
 
     def _take(self, messages: list[Message]) -> None:
@@ -333,9 +345,12 @@ class StepService:
             return
         rows: list[Row] = record["rows"]
         pm.outputs = [_DROPPED] * len(rows)
-        pm.remaining = len(rows)
         self._max_message_rows = max(self._max_message_rows, len(rows))
         metrics.ROWS_IN.labels(**self._labels).inc(len(rows))
+        if self._stopped(pm.run_id):
+            pm.stopped = len(rows)  # nothing left to process: the message is complete as it is
+            return
+        pm.remaining = len(rows)
         CURRENT_PARTITION.set(pm.partition)
         CURRENT_RUN.set(pm.run_id)
         if self.step.is_async:
@@ -350,8 +365,16 @@ class StepService:
                 if self._failure is not None:
                     return
 
+    def _stopped(self, run_id: str | None) -> bool:
+        return self.control is not None and run_id in self.control.stopped
+
     async def _process_async(self, pm: PendingMessage, i: int, row: Row) -> None:
         async with self._semaphore:
+            if self._stopped(pm.run_id):
+                # Rows queued behind the in-flight cap when the stop arrives cost nothing.
+                pm.stopped += 1
+                self._settle(pm, i, row, None, None)
+                return
             self._in_flight += 1
             started = time.monotonic()
             try:
@@ -481,12 +504,15 @@ class StepService:
             entry["rows_out"] += len(rows) - too_large
             entry["rows_errored"] += pm.errored + too_large
             entry["rows_dropped"] += pm.rows - len(rows) - pm.errored
+            entry["rows_stopped"] += pm.stopped
             entry["batches"] += 1
-            entry["batch_seconds"].append((pm.finished or pm.started) - pm.started)
+            if pm.stopped < pm.rows:  # a wholly stopped batch did no work worth timing
+                entry["batch_seconds"].append((pm.finished or pm.started) - pm.started)
             room = MAX_ROW_SAMPLES - len(entry["row_seconds"])
             entry["row_seconds"].extend(pm.row_seconds[: max(room, 0)])
             metrics.ROWS_OUT.labels(**self._labels).inc(len(rows) - too_large)
             metrics.ROWS_DROPPED.labels(**self._labels).inc(pm.rows - len(rows) - pm.errored)
+            metrics.ROWS_STOPPED.labels(**self._labels).inc(pm.stopped)
         return progress
 
     def _progress_record(self, run_id: str, now_ms: int) -> dict[str, Any]:
@@ -498,6 +524,7 @@ class StepService:
             "rows_out": 0,
             "rows_dropped": 0,
             "rows_errored": 0,
+            "rows_stopped": 0,
             "batches": 0,
             "batch_seconds": [],
             "row_seconds": [],

@@ -115,7 +115,9 @@ class Pipeline:
         """The run's state folded from scratch from every topic the coordinator reads."""
         plan = PipelinePlan.build(self.spec)
         fold = CoordinatorService(plan, plan.serde(), self.kafka, ServiceSettings())
-        topics = [*fold.stage_of_topic, self.spec.progress_topic, self.spec.dlq_topic]
+        spec = self.spec
+        topics = [*fold.stage_of_topic, spec.progress_topic, spec.dlq_topic, spec.control_topic]
+        fold.read_limits()
         consumer = clients.consumer(self.kafka, f"recompute-{uuid.uuid4().hex}")
         try:
             fold.partitions = {t: clients.partition_count(consumer, t) for t in topics}

@@ -141,6 +141,7 @@ def test_hand_computed_run() -> None:
         "rows_out": 6,
         "rows_dropped": 1,
         "rows_errored": 0,
+        "rows_stopped": 0,
         "batches": 1,
         "rows_seen": 6,
         "drained_partitions": 1,

@@ -1,0 +1,94 @@
+"""Run control: a compacted topic, keyed by run id, saying what a run may still consume.
+
+`fastdistill produce --limit N` writes `{"run_id", "limit": N}` in the transaction of the run's
+seeds; once N rows of the run have passed the final stage, the coordinator writes
+`{"run_id", "limit": N, "stop": true}` in the transaction of its run state. Every step service
+tails the topic (`ControlView`) and drops the rows of a stopped run instead of processing them,
+while the run's end markers flow on, so the run drains and finishes as any other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+
+from shared.config import KafkaSettings
+from shared.runtime import clients
+from shared.runtime.state import read_compacted
+
+log = logging.getLogger(__name__)
+
+
+def limit_record(run_id: str, limit: int) -> bytes:
+    return json.dumps({"run_id": run_id, "limit": limit, "stop": False}).encode()
+
+
+def stop_record(run_id: str, limit: int) -> bytes:
+    return json.dumps({"run_id": run_id, "limit": limit, "stop": True}).encode()
+
+
+def parse(value: bytes | None) -> dict[str, Any] | None:
+    """A control record, or None for anything that is not one (logged: the topic is re-read whole
+    at every start, so a dead letter would repeat)."""
+    try:
+        record = json.loads(value or b"")
+        if isinstance(record, dict) and isinstance(record.get("run_id"), str):
+            limit = record.get("limit")
+            if limit is None or (isinstance(limit, int) and limit >= 0):
+                return {"run_id": record["run_id"], "limit": limit, "stop": record.get("stop") is True}
+    except (ValueError, RecursionError):
+        pass
+    log.warning("skipping a malformed run-control record: %r", (value or b"")[:200])
+    return None
+
+
+def read_all(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
+    """The latest control record of every run, read to the topic's end."""
+    return [r for value in read_compacted(kafka, topic).values() if (r := parse(value)) is not None]
+
+
+@dataclass
+class ControlView:
+    """The latest control record of every run, tailed without a consumer group (nothing is
+    committed: the topic is compacted and read whole at every start)."""
+
+    kafka: KafkaSettings
+    topic: str
+    limits: dict[str, int] = field(default_factory=dict)
+    stopped: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.consumer: Consumer = clients.consumer(self.kafka, f"fd-control-{uuid.uuid4().hex}")
+        partitions = clients.partition_count(self.consumer, self.topic)
+        self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(partitions)])
+
+    def poll(self, timeout: float = 0) -> None:
+        for msg in self.consumer.consume(num_messages=100, timeout=timeout):
+            self.observe(msg)
+
+    def catch_up(self) -> None:
+        """Everything the topic holds now (a service that must not miss a record written before
+        it started calls this once; tailing then re-reads it, which changes nothing)."""
+        for record in read_all(self.kafka, self.topic):
+            self._apply(record)
+
+    def observe(self, msg: Message) -> None:
+        if msg.error() is not None:
+            return
+        record = parse(msg.value())
+        if record is not None:
+            self._apply(record)
+
+    def _apply(self, record: dict[str, Any]) -> None:
+        if record["limit"] is not None:
+            self.limits[record["run_id"]] = record["limit"]
+        if record["stop"]:
+            self.stopped.add(record["run_id"])
+
+    def close(self) -> None:
+        self.consumer.close()
