@@ -127,6 +127,8 @@ class StepService:
         self._paused = False
         self._full_since: float | None = None
         self._in_flight = 0
+        #: The last consume found nothing new: the input is caught up with.
+        self._input_drained = False
         self._semaphore = asyncio.Semaphore(wiring.max_in_flight)
         #: Set whenever a row settles: what the loop waits on while rows are in flight.
         self._row_done = asyncio.Event()
@@ -228,7 +230,10 @@ class StepService:
                 await self._wait_for_rows(min(interval, 0.05))
             else:
                 await asyncio.sleep(0)
-            if time.monotonic() - last_commit >= interval:
+            # Caught up with the input, a stage commits what is done at once: waiting out the
+            # interval there only delays the run's last rows, by up to an interval per stage.
+            caught_up = self._input_drained and not self._in_flight and self._any_done()
+            if caught_up or time.monotonic() - last_commit >= interval:
                 self._commit_ready()
                 last_commit = time.monotonic()
                 self._report_gauges()
@@ -296,6 +301,7 @@ class StepService:
         self._maybe_report_lag()
 
     def _take(self, messages: list[Message]) -> None:
+        self._input_drained = not messages
         for msg in messages:
             err = msg.error()
             if err is not None:
@@ -304,6 +310,9 @@ class StepService:
                 log.warning("consumer error on %s: %s", self.w.stage, err)
                 continue
             self._accept(msg)
+
+    def _any_done(self) -> bool:
+        return any(q and q[0].done for q in self.pending.values())
 
     def _set_paused(self, pause: bool) -> None:
         if pause == self._paused:
