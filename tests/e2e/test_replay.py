@@ -6,8 +6,8 @@ step after the teacher with nothing changed: the dataset files are byte-identica
 is not asked. (b) After raising keep_by_score's threshold, from the teacher: the teacher answers
 every row from its cache (0 requests), only keep flags change. (c) After changing the teacher's
 prompt template, with `--from auto`: the replay starts at the teacher, which is paid exactly once
-for every row that reaches it. Steps are reconfigured by rewriting the pipeline YAML and
-restarting that one service, as an operator would.
+for every row that reaches it, and not again by the same replay repeated. Steps are reconfigured
+by rewriting the pipeline YAML and restarting that one service, as an operator would.
 """
 
 from __future__ import annotations
@@ -146,6 +146,12 @@ def test_c_teacher_change_pays_once_per_row_reaching_it(pipe: Pipeline, original
     assert state["replay"] == {"replay_of": original, "from_step": "teacher"}
     assert state["stages"]["teacher"]["rows_in"] == reaching
     assert len(pipe.dataset(run_id)) == RELEASED_ROWS
+
+    # The new generations are cached under the new signature: the same replay again pays nothing.
+    requests = _teacher_requests(pipe)
+    again, _ = _replay(pipe, original)
+    assert _teacher_requests(pipe) == requests
+    assert pipe.dataset(again) == pipe.dataset(run_id)
 
 
 def test_replay_of_an_unknown_run_is_refused(pipe: Pipeline) -> None:
