@@ -39,7 +39,7 @@ def parse(value: bytes | None) -> dict[str, Any] | None:
         record = json.loads(value or b"")
         if isinstance(record, dict) and isinstance(record.get("run_id"), str):
             limit = record.get("limit")
-            if limit is None or (isinstance(limit, int) and limit >= 0):
+            if limit is None or (type(limit) is int and limit >= 0):  # not a bool, not a float
                 return {"run_id": record["run_id"], "limit": limit, "stop": record.get("stop") is True}
     except (ValueError, RecursionError):
         pass
