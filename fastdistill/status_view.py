@@ -18,13 +18,17 @@ def render_status(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Grou
         table = Table(title=f"{spec.name} · {run_id} · {_verdict(state)}", expand=False)
         for column in ("stage", "progress", "in", "out", "dropped", "errored", "drained"):
             table.add_column(column, justify="left" if column in ("stage", "progress") else "right")
-        seeds = max(state["stages"].get(SEEDS_STAGE, {}).get("rows_out", 0), 1)
-        for stage in spec.stages:
+        # A run starts at the seeds, a replay at the stage it was re-produced on: bars measure
+        # every later stage against what that first stage put out.
+        stages = [stage for stage in spec.stages if stage in state["stages"]] or [SEEDS_STAGE]
+        first = stages[0]
+        total = max(state["stages"].get(first, {}).get("rows_out", 0), 1)
+        for stage in stages:
             info = state["stages"].get(stage, {})
-            done = info.get("rows_in", 0) if stage != SEEDS_STAGE else info.get("rows_out", 0)
+            done = info.get("rows_out", 0) if stage == first else info.get("rows_in", 0)
             table.add_row(
                 stage,
-                ProgressBar(total=seeds, completed=min(done, seeds), width=30),
+                ProgressBar(total=total, completed=min(done, total), width=30),
                 str(info.get("rows_in", "")),
                 str(info.get("rows_out", 0)),
                 str(info.get("rows_dropped", "")),
