@@ -6,9 +6,11 @@ The teacher's SQL is hostile input. Defences, each covering what the others miss
   also stops ATTACH (and `VACUUM INTO`, which would write a file even from a read-only
   connection), PRAGMA, transactions and every DDL/DML statement at prepare time, and
   denies the functions that touch the file system or load code;
-- a progress handler interrupts a query once its time budget is spent (runaway recursive
-  CTEs, cross joins), and SQLite's own limits cap string/blob sizes (1 MB) and columns so a
-  single function call or row cannot allocate gigabytes between two progress checks;
+- a progress handler interrupts a query once its work budget (SQLite VM steps) or, as a
+  backstop, its time budget is spent (runaway recursive CTEs, cross joins); the work budget
+  bites first on any sane machine, so whether a query finishes does not depend on the load;
+- SQLite's own limits cap string/blob sizes (1 MB) and columns so a single function call or
+  row cannot allocate gigabytes between two progress checks;
 - rows are fetched one at a time and the result stops at `max_rows` rows or
   `max_result_bytes` of values, so a result never holds more than that in memory;
 - a statement that yields no result set (a comment, an empty statement) is no answer.
@@ -38,7 +40,7 @@ _ALLOWED_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
 )
 _DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
-#: VM instructions between two looks at the clock: cheap, and well under a millisecond apart.
+#: VM instructions between two looks at the budgets: cheap, and well under a millisecond apart.
 _PROGRESS_EVERY = 1000
 #: Longest string or blob a query may build (SQLite's default is 1 GB).
 _MAX_VALUE_BYTES = 1_000_000
@@ -116,7 +118,14 @@ class SqlEvalParams(StepParams):
     order_insensitive: bool = True
     max_rows: int = Field(10_000, ge=0)
     max_result_bytes: int = Field(1_000_000, gt=0, description="cap on the fetched values' total size")
-    time_budget_ms: int = Field(1000, gt=0)
+    max_vm_steps: int = Field(
+        10_000_000,
+        gt=0,
+        description="work budget per query in SQLite VM steps (~0.2-0.5 s here); deterministic, unlike time",
+    )
+    time_budget_ms: int = Field(
+        5000, gt=0, description="backstop for a machine too loaded to reach max_vm_steps"
+    )
 
 
 class SqlEvalStep(Step):
@@ -127,9 +136,11 @@ class SqlEvalStep(Step):
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
         self._conn: sqlite3.Connection | None = None
-        # One connection, one query at a time; the deadline is per query.
+        # One connection, one query at a time; the budgets are per query.
         self._lock = threading.Lock()
         self._deadline = 0.0
+        self._steps_left = 0
+        self._interrupted_by = ""
         self._gold: OrderedDict[str, GoldResult] = OrderedDict()
 
     def output_fields(self) -> list[dict[str, Any]]:
@@ -169,7 +180,14 @@ class SqlEvalStep(Step):
         return conn
 
     def _over_budget(self) -> int:
-        return 1 if time.monotonic() > self._deadline else 0
+        self._steps_left -= _PROGRESS_EVERY
+        if self._steps_left < 0:
+            self._interrupted_by = f"work budget {self.params.max_vm_steps} VM steps"
+        elif time.monotonic() > self._deadline:
+            self._interrupted_by = f"time budget {self.params.time_budget_ms} ms"
+        else:
+            return 0
+        return 1
 
     # -- queries ---------------------------------------------------------------------------------
     def run(self, sql: str | None) -> Outcome:
@@ -181,6 +199,7 @@ class SqlEvalStep(Step):
             conn = self._connection()
             cursor = conn.cursor()
             self._deadline = time.monotonic() + p.time_budget_ms / 1000
+            self._steps_left = p.max_vm_steps
             try:
                 cursor.execute(sql)
                 if cursor.description is None:
@@ -214,7 +233,7 @@ class SqlEvalStep(Step):
         """A short error; one label per kind of refusal keeps the quality report's counts readable."""
         message = str(exc)
         if message == "interrupted":
-            return f"interrupted: time budget {self.params.time_budget_ms} ms"
+            return f"interrupted: {self._interrupted_by}"
         if message.startswith(("not authorized", "authorization denied")):
             return "not authorized"
         if "one statement at a time" in message:

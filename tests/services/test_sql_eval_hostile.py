@@ -11,7 +11,10 @@ import pytest
 from services.sql_eval import SqlEvalStep
 from tests.services.shop_db import SHOP_DB, copy_shop_db, sha256_of
 
-BUDGET_MS = 300
+#: The work budget stops runaway queries (deterministically); the time budget is the backstop.
+WORK_STEPS = 2_000_000
+BUDGET_MS = 2000
+WORK_INTERRUPT = f"interrupted: work budget {WORK_STEPS} VM steps"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def step(db: Path) -> Iterator[SqlEvalStep]:
-    instance = SqlEvalStep(db_path=str(db), time_budget_ms=BUDGET_MS, max_rows=500)
+    instance = SqlEvalStep(db_path=str(db), max_vm_steps=WORK_STEPS, time_budget_ms=BUDGET_MS, max_rows=500)
     yield instance
     instance.close()
 
@@ -96,8 +99,8 @@ def _assert_within_budget(step: SqlEvalStep, sql: str) -> None:
     started = time.monotonic()
     error = _error(step, sql)
     elapsed_ms = (time.monotonic() - started) * 1000
-    assert error == f"interrupted: time budget {BUDGET_MS} ms"
-    assert elapsed_ms < 2 * BUDGET_MS
+    assert error == WORK_INTERRUPT
+    assert elapsed_ms < BUDGET_MS
 
 
 def test_runaway_recursive_cte_interrupted(step: SqlEvalStep) -> None:
@@ -109,8 +112,8 @@ def test_recursive_cte_streaming_rows_stopped_within_budget(step: SqlEvalStep) -
     started = time.monotonic()
     error = _error(step, "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c) SELECT x FROM c")
     # It yields rows fast, so the row cap may trip before the clock: either stops it in time.
-    assert error in {f"interrupted: time budget {BUDGET_MS} ms", "row limit exceeded (> 500 rows)"}
-    assert (time.monotonic() - started) * 1000 < 2 * BUDGET_MS
+    assert error in {WORK_INTERRUPT, "row limit exceeded (> 500 rows)"}
+    assert (time.monotonic() - started) * 1000 < BUDGET_MS
 
 
 def test_huge_cross_join_interrupted(step: SqlEvalStep) -> None:
@@ -120,9 +123,31 @@ def test_huge_cross_join_interrupted(step: SqlEvalStep) -> None:
 
 def test_huge_cross_join_on_a_small_table_interrupted(tmp_path: Path) -> None:
     # The canonical shape: a 4-way self join of one table.
-    step = SqlEvalStep(db_path=str(copy_shop_db(tmp_path)), time_budget_ms=BUDGET_MS)
+    step = SqlEvalStep(db_path=str(copy_shop_db(tmp_path)), max_vm_steps=WORK_STEPS, time_budget_ms=BUDGET_MS)
     _assert_within_budget(step, "SELECT count(*) FROM orders a, orders b, orders c, orders d")
     step.close()
+
+
+def test_time_budget_is_the_backstop(tmp_path: Path) -> None:
+    step = SqlEvalStep(db_path=str(copy_shop_db(tmp_path)), max_vm_steps=10**12, time_budget_ms=300)
+    started = time.monotonic()
+    assert _error(step, "SELECT count(*) FROM orders a, orders b, orders c, orders d") == (
+        "interrupted: time budget 300 ms"
+    )
+    assert (time.monotonic() - started) * 1000 < 600
+    step.close()
+
+
+def test_a_query_near_the_work_budget_ends_the_same_way_every_time(step: SqlEvalStep) -> None:
+    # Counted in VM steps, not in time: the same verdict whatever the machine's load.
+    finishes = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 40000) SELECT max(x) FROM c"
+    )
+    runs_out = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c LIMIT 400000) SELECT max(x) FROM c"
+    )
+    assert {_error(step, finishes) for _ in range(5)} == {None}
+    assert {_error(step, runs_out) for _ in range(5)} == {WORK_INTERRUPT}
 
 
 def test_connection_usable_after_interrupt(step: SqlEvalStep) -> None:
