@@ -4,6 +4,7 @@ and the chaos harness run where no Docker engine is available."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,26 @@ from shared.pipeline import PipelineSpec
 SIM_NAME = "teacher-sim"
 
 
+#: Listening ports come from below Linux's ephemeral range (32768+): a port the kernel handed out
+#: there can be taken by one of the many outgoing Kafka connections before the child binds it.
+_LISTEN_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on, not handed out before by this process."""
+    for _ in range(1000):
+        port = random.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
 
 
 @dataclass
@@ -122,7 +139,12 @@ class LocalStack:
         deadline = time.monotonic() + wait_healthy_s
         for svc in chosen:
             while not svc.healthy():
-                if not svc.alive():
+                if not svc.alive() and "address already in use" in _tail(svc.log_path, 5).lower():
+                    # Another process (another stack, a test's broker) took the port first.
+                    svc.port = free_port()
+                    svc.env["FD_METRICS_PORT"] = str(svc.port)
+                    svc.start()
+                elif not svc.alive():
                     raise RuntimeError(f"{svc.name} exited: {_tail(svc.log_path)}")
                 if time.monotonic() > deadline:
                     tail = _tail(svc.log_path)
