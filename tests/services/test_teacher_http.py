@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from fastdistill.local_stack import free_port
 from services.teacher import TeacherError, TeacherStep
 from services.teacher_sim.answers import AnswerBook, StyleMix
 from services.teacher_sim.server import SimConfig
@@ -67,12 +67,6 @@ def _rows(n: int, start: int = 0) -> list[Row]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=5) as resp:
         return json.loads(resp.read())
@@ -89,7 +83,7 @@ class Sim:
 
 @contextmanager
 def sim_process(tmp_path: Path, config: SimConfig) -> Iterator[Sim]:
-    port = _free_port()
+    port = free_port()
     code = (
         "import sys\n"
         "from services.teacher_sim.server import SimConfig, run\n"
