@@ -4,7 +4,7 @@ teacher simulator over HTTP.
 While three runs of the example seeds go through, garbage bytes (random, truncated Avro, Avro of
 another schema, a right header with a corrupt body, empty, ~1 MB, ...) land in five waves on every
 topic a service reads: the seeds topic and every stage topic, the progress and dead-letter topics
-(read by the coordinator) and the JSON control topics (runs, gates, every step's markers store).
+(read by the coordinator) and the JSON control topics (runs, gates, control, every step's markers store).
 Two of the runs carry 10,000 and 500 malformed seeds interleaved with the valid ones (JSONL and
 CSV through `fastdistill produce`). Then:
 - every garbage message is exactly one dead letter, written by the service that reads its topic,
@@ -114,7 +114,7 @@ class Garbage:
         letter = dead_letter(step="fuzz", error_type="E", error_message="m", row={"a": 1})
         self.avro[spec.dlq_topic] = ("coordinator", DEAD_LETTER_SCHEMA, letter)
         markers = [f"{spec.state_topic_prefix(s.id)}.markers" for s in spec.steps]
-        self.control = [spec.runs_topic, spec.gates_topic, *markers]
+        self.control = [spec.runs_topic, spec.gates_topic, spec.control_topic, *markers]
         self.partitions = {t: clients.partition_count(self.producer, t) for t in [*self.avro, *self.control]}
         #: (topic, partition, offset) -> (reader, kind)
         self.landed: dict[tuple[str, int, int], tuple[str, str]] = {}
