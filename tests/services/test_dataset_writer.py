@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.sink.writer import write_dataset
+from services.sink.writer import StagedRows, write_dataset
 
 ROWS = [
     {"source_index": 2, "sample_id": "c", "decode_profile": {"temperature": 0.2}, "score": 1, "ok": True},
@@ -117,3 +117,21 @@ def test_writing_the_same_rows_twice_gives_byte_identical_files(tmp_path: Path) 
     second = write_dataset(list(reversed(rows)), tmp_path / "two", None)
     assert first.sha256 == second.sha256
     assert [p.read_bytes() for p in first.paths.values()] == [p.read_bytes() for p in second.paths.values()]
+
+
+def test_staged_rows_write_the_same_files_as_rows_in_memory(tmp_path: Path) -> None:
+    rows = [
+        {"source_index": i % 700, "sample_id": f"s{i}", "v": i / 7, "d": {"k": i % 5}, "ok": i % 3 == 0}
+        for i in range(1_500)
+    ]
+    random.Random(7).shuffle(rows)
+    staged = StagedRows(tmp_path / "staging")
+    for start in range(0, len(rows), 64):
+        staged.append(start % 4, rows[start : start + 64])
+    assert len(staged) == len(rows)
+    expected = write_dataset(rows, tmp_path / "memory", None)
+    assert staged.write_dataset(tmp_path / "staged", None) == expected
+    # A limit keeps the first rows of the dataset's order, exactly as if only they were given.
+    ordered = [json.loads(line) for line in (tmp_path / "memory" / "data.jsonl").read_text().splitlines()]
+    limited = staged.write_dataset(tmp_path / "limited", None, limit=100)
+    assert limited == write_dataset(ordered[:100], tmp_path / "first", None)
