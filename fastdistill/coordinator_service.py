@@ -30,6 +30,7 @@ from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.service import PROGRESS_SCHEMA
 from shared.runtime.state import read_compacted
+from shared.runtime.watchdog import watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ class CoordinatorService:
         self.last_loop_at = time.monotonic()
 
     async def run(self) -> None:
-        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+        async with (
+            serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
+            watchdog("coordinator", lambda: self.last_loop_at, self.settings.stall_limit_s),
+        ):
             self.producer: Producer = clients.transactional_producer(
                 self.kafka, f"{self.group_id}-{self.settings.instance_id}"
             )

@@ -104,4 +104,7 @@ class ServiceSettings(BaseSettings):
     commit_interval_ms: int = 100
     #: Grace period on SIGTERM for rows already in flight.
     shutdown_grace_s: float = 10.0
+    #: A loop stalled this long ends the process (shared/runtime/watchdog.py); librdkafka's
+    #: max.poll.interval.ms, after which the group has dropped the member anyway.
+    stall_limit_s: float = 300.0
     log_level: str = "INFO"

@@ -32,6 +32,7 @@ from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
 from shared.runtime.state import CURRENT_PARTITION, CURRENT_RUN, KafkaStateStore
+from shared.runtime.watchdog import watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.step import Row, Step
 
@@ -181,7 +182,10 @@ class StepService:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
-        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+        async with (
+            serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
+            watchdog(self.w.stage, lambda: self.last_loop_at, self.settings.stall_limit_s),
+        ):
             try:
                 self.producer.init_transactions(30)
                 self._markers_store = self.state_store("markers", scope="global")
