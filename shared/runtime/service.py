@@ -222,6 +222,7 @@ class StepService:
             "buffered_rows": self._buffered_rows(),
             "in_flight": self._in_flight,
             "paused": self._paused,
+            "assigned": sorted(tp.partition for tp in self.consumer.assignment()),
         }
 
     async def _loop(self) -> None:

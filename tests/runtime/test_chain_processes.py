@@ -117,10 +117,11 @@ def test_rebalance_and_sigterm_of_the_middle_service_lose_and_duplicate_nothing(
         _wait_rows_out(first.port, N / 5)
         second = stack.add("stamp-2", stack.cli("serve", "stamp"))
         stack.start(["stamp-2"])
-        _wait_rows_out(second.port, 1)
+        _wait_assigned(second.port)
+        assert _rows_out(first.port, "stamp") < N, "the join must land mid-run"
         assert stack.retire("stamp") == 0, "SIGTERM must end the service cleanly"
-        assert _rows_out(second.port, "stamp") < N, "the stop must land mid-run"
         result = wait_for_release(spec, "run-r", 240, stack)
+        assert _rows_out(second.port, "stamp") > 0
     finally:
         stack.stop()
     _assert_exactly_once(spec, "run-r", result)
@@ -132,6 +133,20 @@ def _wait_rows_out(port: int, at_least: float, timeout_s: float = 60) -> float:
         assert time.monotonic() < deadline, f"stamp made no progress past {done} rows"
         time.sleep(0.05)
     return done
+
+
+def _wait_assigned(port: int, timeout_s: float = 60) -> None:
+    """Until the service's consumer holds partitions (the rebalance that let it in is over)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+                if json.loads(resp.read())["assigned"]:
+                    return
+        except OSError:
+            pass  # not up yet, or busy in the rebalance
+        time.sleep(0.1)
+    raise AssertionError(f"no partitions assigned after {timeout_s}s")
 
 
 def _assert_exactly_once(spec: PipelineSpec, run_id: str, result: dict[str, object]) -> None:
