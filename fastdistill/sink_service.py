@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from fastdistill.plan import PipelinePlan
@@ -67,6 +68,9 @@ class SinkService:
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
+        # Arrow's default pool (mimalloc) keeps freed row groups' memory; the system allocator
+        # hands it back, which keeps a long-lived sink's RSS flat from run to run.
+        pa.set_memory_allocator(pa.system_memory_pool())
         async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
             # Everything not finished is re-read from the committed offsets, so its staging must go.
             shutil.rmtree(self.staging, ignore_errors=True)
