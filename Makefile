@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# 20 SIGKILLs + a broker restart + 20% teacher faults against a fault-free run (docs/chaos.md).
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf out .pytest_cache
