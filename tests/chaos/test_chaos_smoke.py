@@ -26,4 +26,5 @@ def test_kills_and_a_broker_restart_lose_and_duplicate_no_row(tmp_path: Path) ->
     assert figures.rows_different == 0
     assert figures.dlq_unexplained == 0, figures.dlq_by_reason
     assert figures.rows_chaos == figures.rows_baseline - figures.dlq_explained
+    assert figures.manifest_mismatches == []
     assert figures.faults_served > 0
