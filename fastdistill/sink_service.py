@@ -70,7 +70,7 @@ class SinkService:
     async def run(self) -> None:
         # Arrow's default pool (mimalloc) keeps freed row groups' memory; the system allocator
         # hands it back, which keeps a long-lived sink's RSS flat from run to run.
-        pa.set_memory_allocator(pa.system_memory_pool())
+        pa.set_memory_pool(pa.system_memory_pool())
         async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
             # Everything not finished is re-read from the committed offsets, so its staging must go.
             shutil.rmtree(self.staging, ignore_errors=True)
