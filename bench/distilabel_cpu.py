@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from distilabel.pipeline import Pipeline
-from distilabel.steps import GeneratorStep, Step, StepInput
+from distilabel.steps import Step, StepInput
+from distilabel_seeds import JsonlSeeds, mark
 from pydantic import PrivateAttr
 
 FIELDS = ["task_id", "schema", "instruction", "gold_sql", "system_prompt", "decode_profile"]
@@ -29,32 +30,6 @@ FIELDS = ["task_id", "schema", "instruction", "gold_sql", "system_prompt", "deco
 
 def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-
-
-def mark(path: str, name: str) -> None:
-    # Steps run in their own processes: a file is the simplest way out.
-    Path(path, name).write_text(repr(time.time()))
-
-
-class JsonlSeeds(GeneratorStep):  # type: ignore[misc]
-    path: str
-    marks: str
-    _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)
-
-    def load(self) -> None:
-        super().load()
-        with open(self.path, encoding="utf-8") as fh:
-            self._rows = [json.loads(line) for line in fh]
-
-    @property
-    def outputs(self) -> list[str]:
-        return FIELDS
-
-    def process(self, offset: int = 0) -> Any:
-        rows = self._rows
-        mark(self.marks, "first")
-        for start in range(offset, len(rows), self.batch_size):
-            yield rows[start : start + self.batch_size], start + self.batch_size >= len(rows)
 
 
 class Canonicalize(Step):  # type: ignore[misc]
@@ -145,7 +120,7 @@ def main() -> None:
     os.makedirs(args.marks, exist_ok=True)
     bs = args.batch_size
     with Pipeline(name=f"bench-cpu-{bs}", cache_dir=args.cache) as pipeline:
-        seeds = JsonlSeeds(path=args.seeds, marks=args.marks, batch_size=bs)
+        seeds = JsonlSeeds(path=args.seeds, marks=args.marks, fields=FIELDS, batch_size=bs)
         canon = Canonicalize(input_batch_size=bs)
         hashed = Hash(input_batch_size=bs)
         dedup = Dedup(input_batch_size=bs)

@@ -17,39 +17,12 @@ from typing import Any
 
 from distilabel.models.llms import OpenAILLM
 from distilabel.pipeline import Pipeline
-from distilabel.steps import GeneratorStep, StepInput
+from distilabel.steps import StepInput
 from distilabel.steps.tasks import TextGeneration
-from pydantic import PrivateAttr
+from distilabel_seeds import JsonlSeeds, mark
 
 TEMPLATE = "Schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:"
 FIELDS = ["task_id", "schema", "instruction", "gold_sql", "system_prompt"]
-
-
-def mark(path: str, name: str) -> None:
-    Path(path, name).write_text(repr(time.time()))
-
-
-class JsonlSeeds(GeneratorStep):  # type: ignore[misc]
-    path: str
-    marks: str
-    limit: int
-    _rows: list[dict[str, Any]] = PrivateAttr(default_factory=list)
-
-    def load(self) -> None:
-        super().load()
-        with open(self.path, encoding="utf-8") as fh:
-            rows = [json.loads(line) for line in fh][: self.limit]
-        self._rows = [{f: r.get(f) for f in FIELDS} for r in rows]
-
-    @property
-    def outputs(self) -> list[str]:
-        return FIELDS
-
-    def process(self, offset: int = 0) -> Any:
-        rows = self._rows
-        mark(self.marks, "first")
-        for start in range(offset, len(rows), self.batch_size):
-            yield rows[start : start + self.batch_size], start + self.batch_size >= len(rows)
 
 
 class TimedTextGeneration(TextGeneration):  # type: ignore[misc]
@@ -74,7 +47,7 @@ def main() -> None:
     os.makedirs(args.marks, exist_ok=True)
     bs = args.batch_size
     with Pipeline(name=f"bench-teacher-{bs}", cache_dir=args.cache) as pipeline:
-        seeds = JsonlSeeds(path=args.seeds, marks=args.marks, limit=args.limit, batch_size=bs)
+        seeds = JsonlSeeds(path=args.seeds, marks=args.marks, fields=FIELDS, limit=args.limit, batch_size=bs)
         llm = OpenAILLM(
             model="teacher-sim",
             base_url=args.base_url,
