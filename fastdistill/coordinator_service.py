@@ -10,7 +10,6 @@ reports and verdicts.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from shared.config import KafkaSettings, ServiceSettings
 from shared.runtime import clients, control
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
+from shared.runtime.poll_loop import PollLoop
 from shared.runtime.service import PROGRESS_SCHEMA
 from shared.runtime.state import read_compacted
 from shared.runtime.watchdog import watchdog
@@ -66,13 +66,12 @@ class CoordinatorService:
         self.limits: dict[str, int] = {}
         #: undecodable records of the topics only the coordinator reads (progress, DLQ)
         self.dead_letters: list[dict[str, Any]] = []
-        self._stopping = False
-        self.last_loop_at = time.monotonic()
+        self.loop = PollLoop()
 
     async def run(self) -> None:
         async with (
             serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
-            watchdog("coordinator", lambda: self.last_loop_at, self.settings.stall_limit_s),
+            watchdog("coordinator", lambda: self.loop.last_turn_at, self.settings.stall_limit_s),
         ):
             self.producer: Producer = clients.transactional_producer(
                 self.kafka, f"{self.group_id}-{self.settings.instance_id}"
@@ -94,27 +93,22 @@ class CoordinatorService:
                 ]
                 self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
                 self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
-                last_commit = time.monotonic()
-                while not self._stopping:
-                    self.last_loop_at = time.monotonic()
-                    for msg in self.consumer.consume(num_messages=500, timeout=0.1):
-                        self._on_message(msg)
-                    self._stop_limited()
-                    self._finish_drained()
-                    if time.monotonic() - last_commit > 0.5:
-                        self._commit()
-                        last_commit = time.monotonic()
-                    await asyncio.sleep(0)
-                self._commit()
+                await self.loop.run(self._turn, self._commit)
             finally:
                 self.consumer.close()
 
+    def _turn(self) -> None:
+        for msg in self.consumer.consume(num_messages=500, timeout=0.1):
+            self._on_message(msg)
+        self._stop_limited()
+        self._finish_drained()
+
     def stop(self) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def health(self) -> dict[str, Any]:
         return {
-            "ok": time.monotonic() - self.last_loop_at < 30,
+            "ok": self.loop.stalled_for() < 30,
             "step": "coordinator",
             "runs": {r: s.status for r, s in self.runs.items()},
         }

@@ -10,11 +10,9 @@ and moved into place when the coordinator's gate verdict passes (or marked rejec
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from shared.runtime.control import ControlView
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
+from shared.runtime.poll_loop import PollLoop
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.topic_schema import dataset_columns
 
@@ -63,8 +62,7 @@ class SinkService:
         self.tracker = MarkerTracker()
         self.runs: dict[str, OpenRun] = {}
         self.verdicts: dict[str, dict[str, Any]] = {}
-        self._stopping = False
-        self.last_loop_at = time.monotonic()
+        self.loop = PollLoop()
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -96,30 +94,25 @@ class SinkService:
                     ]
                 )
                 self.gates.assign([TopicPartition(self.spec.gates_topic, 0, OFFSET_BEGINNING)])
-                last_commit = time.monotonic()
-                while not self._stopping:
-                    self.last_loop_at = time.monotonic()
-                    for msg in self.consumer.consume(num_messages=100, timeout=0.05):
-                        self._on_message(msg)
-                    for msg in self.gates.consume(num_messages=100, timeout=0):
-                        self._on_verdict(msg)
-                    self.control.poll()
-                    self._release_ready()
-                    if time.monotonic() - last_commit > 0.5:
-                        self._commit()
-                        last_commit = time.monotonic()
-                    await asyncio.sleep(0)
-                self._commit()
+                await self.loop.run(self._turn, self._commit)
             finally:
                 self.consumer.close()
                 self.gates.close()
                 self.control.close()
 
+    def _turn(self) -> None:
+        for msg in self.consumer.consume(num_messages=100, timeout=0.05):
+            self._on_message(msg)
+        for msg in self.gates.consume(num_messages=100, timeout=0):
+            self._on_verdict(msg)
+        self.control.poll()
+        self._release_ready()
+
     def stop(self) -> None:
-        self._stopping = True
+        self.loop.stop()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": time.monotonic() - self.last_loop_at < 30, "step": "sink", "open_runs": len(self.runs)}
+        return {"ok": self.loop.stalled_for() < 30, "step": "sink", "open_runs": len(self.runs)}
 
     # -- data ----------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
