@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import subprocess
 import threading
 import time
 import urllib.request
@@ -203,9 +202,8 @@ def run_pipeline(
         stack.add_pipeline_services()
         stack.start(wait_healthy_s=180)
         started = time.monotonic()
-        produced = stack.cli("produce", str(seeds), "--run-id", run_id)
         # Produced in a child, as a user would; ingest validates the seeds and partitions them.
-        subprocess.run(produced, env=stack.base_env(), check=True, capture_output=True, timeout=600)
+        stack.produce(seeds, run_id, timeout_s=600)
         if chaos is not None:
             monkey = Monkey(stack, done=done, **chaos)
             monkey.start()

@@ -101,6 +101,13 @@ class LocalStack:
     def cli(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "fastdistill.cli", *args]
 
+    def produce(self, seeds: Path, run_id: str, *options: str, timeout_s: float = 300) -> str:
+        """`fastdistill produce` to the end against this stack; its summary (stdout)."""
+        argv = self.cli("produce", str(seeds), "--run-id", run_id, *options)
+        env = self.base_env()
+        done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, timeout=timeout_s)
+        return done.stdout
+
     def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ServiceProcess:
         port = free_port()
         env = self.base_env() | {"FD_METRICS_PORT": str(port), "FD_INSTANCE_ID": name} | (extra_env or {})

@@ -10,8 +10,6 @@ through Prometheus' HTTP API. An empty result means a panel that would show "No 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -101,13 +99,7 @@ def test_every_panel_query_returns_data_after_a_run(tmp_path: Path, kafka_bootst
         assert producer.flush(30) == 0
 
         run_id = f"run-{uuid.uuid4().hex[:8]}"
-        subprocess.run(
-            [sys.executable, "-m", "fastdistill.cli", "produce", str(SEEDS), "--run-id", run_id],
-            env=stack.base_env(),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
+        stack.produce(SEEDS, run_id)
         wait_for_release(spec, run_id, 300, stack)
         # The coordinator exports a run's quality once its verdict is committed; then two more
         # scrapes so that every rate() has two samples after the last change.

@@ -88,6 +88,13 @@ class Pipeline:
             text=True,
         )
 
+    def produce_all(self, seeds: Path, run_id: str, *options: str) -> str:
+        """`fastdistill produce` to the end; its summary (stdout)."""
+        proc = self.produce(seeds, run_id, *options)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        return out
+
     def wait(self, run_id: str, timeout_s: float = 300) -> dict[str, Any]:
         return wait_for_release(self.spec, run_id, timeout_s, self.stack)
 

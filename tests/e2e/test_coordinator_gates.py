@@ -27,9 +27,7 @@ HEAD = 80
 def test_failed_gate_rejects_the_run(tmp_path: Path, kafka_bootstrap: str) -> None:
     with running_pipeline(tmp_path, kafka_bootstrap, pipeline_copy(tmp_path, gates=GATES)) as pipe:
         spec, run_id = pipe.spec, f"gated-{uuid.uuid4().hex[:6]}"
-        proc = pipe.produce(SEEDS, run_id, "--head", str(HEAD))
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
+        pipe.produce_all(SEEDS, run_id, "--head", str(HEAD))
         result = pipe.wait(run_id)
         state = pipe.wait_state(run_id)
         quality = next(q for q in state["reports"]["quality"] if q["stage"] == spec.final_stage)

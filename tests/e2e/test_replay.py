@@ -44,9 +44,7 @@ def pipe(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iter
 @pytest.fixture(scope="module")
 def original(pipe: Pipeline) -> str:
     run_id = f"orig-{uuid.uuid4().hex[:6]}"
-    proc = pipe.produce(SEEDS, run_id)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    pipe.produce_all(SEEDS, run_id)
     assert pipe.wait(run_id)["released"]
     pipe.wait_state(run_id)
     return run_id

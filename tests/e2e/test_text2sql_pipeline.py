@@ -75,9 +75,7 @@ def expected(pipe: Pipeline) -> Expected:
 
 def _run(pipe: Pipeline, seeds: Path, prefix: str) -> str:
     run_id = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    proc = pipe.produce(seeds, run_id)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
+    pipe.produce_all(seeds, run_id)
     result = pipe.wait(run_id, timeout_s=240)
     assert result["released"], result
     return run_id

@@ -23,8 +23,6 @@ import json
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -176,16 +174,6 @@ def _seed_files(folder: Path, rng: random.Random) -> tuple[Path, Path, Counter[s
     return jsonl, csv, jsonl_kinds, csv_kinds
 
 
-def _produce(stack: LocalStack, path: Path, run_id: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "fastdistill.cli", "produce", str(path), "--run-id", run_id],
-        env=stack.base_env(),
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-
-
 def _all_up(stack: LocalStack) -> None:
     assert not stack.dead(), f"services died: {stack.dead()}"
     unhealthy = [n for n, s in stack.services.items() if n != SIM_NAME and not s.healthy()]
@@ -257,7 +245,7 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
         garbage = Garbage(plan, serde, kafka, rng)  # now that the services created their state topics
         garbage.wave()
         for name, seeds in (("clean", SEEDS), ("jsonl", jsonl), ("csv", csv)):
-            _produce(stack, seeds, runs[name])
+            stack.produce(seeds, runs[name])
             garbage.wave()
             _all_up(stack)
         results = {name: wait_for_release(spec, run_id, 600, stack) for name, run_id in runs.items()}

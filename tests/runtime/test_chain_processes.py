@@ -8,8 +8,6 @@ that true (the sink keeps every row it is given).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -45,15 +43,6 @@ def _stack(tmp_path: Path, name: str, bootstrap: str, stamp_buffer: int) -> tupl
     return stack, spec
 
 
-def _produce(stack: LocalStack, seeds: Path, run_id: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "fastdistill.cli", "produce", str(seeds), "--run-id", run_id],
-        env=stack.base_env(),
-        check=True,
-        capture_output=True,
-    )
-
-
 def _dataset_indexes(spec: PipelineSpec, run_id: str) -> list[int]:
     lines = (run_dir(spec, run_id) / "stamp" / "data.jsonl").read_text().splitlines()
     return [json.loads(line)["source_index"] for line in lines]
@@ -77,7 +66,7 @@ def test_chain_moves_every_row_exactly_once(
     seeds = write_seeds(tmp_path / "seeds.jsonl", N)
     try:
         stack.start()
-        _produce(stack, seeds, "run-a")
+        stack.produce(seeds, "run-a")
         result = wait_for_release(spec, "run-a", 180, stack)
     finally:
         stack.stop()
@@ -92,7 +81,7 @@ def test_sigkill_of_the_middle_service_loses_and_duplicates_nothing(
     seeds = write_seeds(tmp_path / "seeds.jsonl", N)
     try:
         stack.start()
-        _produce(stack, seeds, "run-k")
+        stack.produce(seeds, "run-k")
         done_before_kill = _wait_rows_out(stack.services["stamp"].port, N / 4)
         stack.kill("stamp")
         assert done_before_kill < N, "the kill must land mid-run"
@@ -112,7 +101,7 @@ def test_rebalance_and_sigterm_of_the_middle_service_lose_and_duplicate_nothing(
     seeds = write_seeds(tmp_path / "seeds.jsonl", N)
     try:
         stack.start()
-        _produce(stack, seeds, "run-r")
+        stack.produce(seeds, "run-r")
         first = stack.services["stamp"]
         _wait_rows_out(first.port, N / 5)
         second = stack.add("stamp-2", stack.cli("serve", "stamp"))
