@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 
 from fastdistill.local_stack import LocalStack
+from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir, wait_for_release
-from shared.config import KafkaSettings
+from shared.config import KafkaSettings, RegistrySettings
 from shared.pipeline import PipelineSpec
-from tests.runtime.harness import create_topics, write_pipeline, write_seeds
+from shared.serde import AvroSerde
+from tests.runtime.harness import create_topics, read_all, rows_of, write_pipeline, write_seeds
+from tests.schema_registry_stand_in import schema_registry
 
 pytestmark = pytest.mark.kafka
 
@@ -143,3 +146,39 @@ def _assert_exactly_once(spec: PipelineSpec, run_id: str, result: dict[str, obje
     assert len(indexes) == N, f"{len(indexes) - len(set(indexes))} duplicated, {N - len(set(indexes))} lost"
     assert indexes == list(range(N))
     assert result["rows"] == N
+
+
+class _ConfluentWireOnly:
+    """Decodes like the serde, and insists every message is in the Confluent wire format."""
+
+    def __init__(self, serde: AvroSerde) -> None:
+        self.serde = serde
+
+    def decode(self, data: bytes) -> tuple[str, dict]:
+        assert data[:1] == b"\x00", f"not the Confluent wire format: {data[:5].hex()}"
+        return self.serde.decode(data)
+
+
+def test_with_a_schema_registry_every_service_speaks_the_confluent_wire_format(
+    tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
+) -> None:
+    n = 2_000
+    with schema_registry() as (url, registry):
+        stack, spec = _stack(tmp_path, f"registry-{fresh_topic_prefix}", kafka_bootstrap, 2000)
+        stack.env["SCHEMA_REGISTRY_URL"] = url
+        try:
+            stack.start()
+            stack.produce(write_seeds(tmp_path / "seeds.jsonl", n), "run-sr")
+            result = wait_for_release(spec, "run-sr", 180, stack)
+        finally:
+            stack.stop()
+        assert result["released"] and result["rows"] == n
+        assert _dataset_indexes(spec, "run-sr") == list(range(n))
+        # produce, both steps (and their dead-letter/progress records) registered what they wrote
+        assert {"batch:seeds", "batch:shout", "batch:stamp", "progress"} <= set(registry.subjects)
+        serde = PipelinePlan.build(spec).serde(RegistrySettings(url=url).client())
+        kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        for stage in ("seeds", "shout", "stamp"):
+            reader = _ConfluentWireOnly(serde)
+            records = read_all(kafka, reader, spec.topic(stage), until=lambda r: len(rows_of(r)) >= n)  # type: ignore[arg-type]
+            assert sorted(row["source_index"] for row in rows_of(records)) == list(range(n))
