@@ -48,7 +48,7 @@ ROW_GROUP_SIZE = 8192
 PARQUET_COMPRESSION = "snappy"
 #: Rows turned into Arrow at a time: a divisor of ROW_GROUP_SIZE and a multiple of pyarrow's
 #: write_batch_size (1024), so the bytes do not depend on it (checked: 2048 and 8192 write the
-#: same files). Fewer Python rows alive at once: the chain bench's sink peaked at 195 MB, 209-212
+#: same files). Fewer Python rows alive at once: the chain bench's sink peaked at 195-197 MB, 209-212
 #: with 8192.
 _ARROW_BATCH = 2048
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
