@@ -7,6 +7,7 @@ from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.topic_schema import batch_schema, row_fields
+from tests.runtime.records import batch
 
 SEED = [{"name": "task_id", "type": "string"}]
 
@@ -19,33 +20,21 @@ def _serde() -> AvroSerde:
     return serde
 
 
-def _batch(rows: list[dict]) -> dict:
-    return {
-        "run_id": "r1",
-        "stage": "seeds",
-        "producer": "p",
-        "batch_seq": 0,
-        "lineage": [],
-        "rows": rows,
-        "end_of_run": None,
-    }
-
-
 def test_round_trip_and_schema_identity() -> None:
     serde = _serde()
-    data = serde.encode("seeds", _batch([{"source_index": 3, "task_id": "a"}]))
+    data = serde.encode("seeds", batch([{"source_index": 3, "task_id": "a"}]))
     assert data[:2] == b"\xc3\x01"
     name, record = serde.decode(data)
     assert name == "seeds"
     assert record["rows"] == [{"source_index": 3, "task_id": "a"}]
     # A topic whose rows carry one more field has a different schema, told apart by fingerprint.
-    other = serde.encode("hashed", _batch([{"source_index": 3, "task_id": "a", "sample_id": "x"}]))
+    other = serde.encode("hashed", batch([{"source_index": 3, "task_id": "a", "sample_id": "x"}]))
     assert serde.decode(other)[0] == "hashed"
 
 
 def test_end_of_run_marker_round_trip() -> None:
     serde = _serde()
-    marker = _batch([]) | {"end_of_run": {"source_partition": 1, "source_partitions": 4, "rows_before": 9}}
+    marker = batch([]) | {"end_of_run": {"source_partition": 1, "source_partitions": 4, "rows_before": 9}}
     assert serde.decode(serde.encode("seeds", marker))[1]["end_of_run"]["source_partitions"] == 4
 
 
@@ -64,7 +53,7 @@ def test_garbage_gets_a_readable_reason(data: bytes, reason: str) -> None:
 
 def test_truncated_and_padded_bodies_are_rejected() -> None:
     serde = _serde()
-    data = serde.encode("seeds", _batch([{"source_index": 1, "task_id": "abc"}]))
+    data = serde.encode("seeds", batch([{"source_index": 1, "task_id": "abc"}]))
     with pytest.raises(UndecodableMessage, match="corrupt Avro body"):
         serde.decode(data[:-2])
     with pytest.raises(UndecodableMessage, match="trailing bytes"):
@@ -91,9 +80,9 @@ def test_record_unions_in_rows_encode_as_fastavro_would_and_leave_rows_alone() -
         {"source_index": 0, "task_id": "a", "profile": {"t": 0.5}},
         {"source_index": 1, "task_id": "b", "profile": None},
     ]
-    data = serde.encode("profiled", _batch(rows))
+    data = serde.encode("profiled", batch(rows))
     body = io.BytesIO()
-    fastavro.schemaless_writer(body, known.parsed, _batch(rows))
+    fastavro.schemaless_writer(body, known.parsed, batch(rows))
     assert data[10:] == body.getvalue()
     assert rows[0]["profile"] == {"t": 0.5}
     assert serde.decode(data)[1]["rows"] == rows

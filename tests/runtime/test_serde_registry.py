@@ -14,6 +14,7 @@ from confluent_kafka.schema_registry import Schema
 from shared.config import RegistrySettings
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.topic_schema import batch_schema, row_fields
+from tests.runtime.records import batch
 from tests.schema_registry_stand_in import schema_registry
 
 SEED = [{"name": "task_id", "type": "string"}]
@@ -26,21 +27,9 @@ def _serde(url: str, *extra: dict, **settings: str) -> AvroSerde:
     return serde
 
 
-def _batch(rows: list[dict]) -> dict:
-    return {
-        "run_id": "r1",
-        "stage": "seeds",
-        "producer": "p",
-        "batch_seq": 0,
-        "lineage": [],
-        "rows": rows,
-        "end_of_run": None,
-    }
-
-
 def test_messages_carry_the_registered_id_and_another_process_reads_them() -> None:
     with schema_registry() as (url, registry):
-        data = _serde(url).encode("batch:seeds", _batch([{"source_index": 0, "task_id": "a"}]))
+        data = _serde(url).encode("batch:seeds", batch([{"source_index": 0, "task_id": "a"}]))
         assert data[:1] == b"\x00"
         (schema_id,) = struct.unpack(">I", data[1:5])
         assert registry.subjects == {"batch:seeds": [schema_id]}
@@ -48,14 +37,14 @@ def test_messages_carry_the_registered_id_and_another_process_reads_them() -> No
         fresh = _serde(url)
         assert fresh.decode(data, expect="batch:seeds") == (
             "batch:seeds",
-            _batch([{"source_index": 0, "task_id": "a"}]),
+            batch([{"source_index": 0, "task_id": "a"}]),
         )
         assert ("GET", f"/schemas/ids/{schema_id}") in registry.requests
 
 
 def test_an_older_writer_schema_is_resolved_against_the_readers() -> None:
     with schema_registry() as (url, _):
-        old = _serde(url).encode("batch:seeds", _batch([{"source_index": 0, "task_id": "a"}]))
+        old = _serde(url).encode("batch:seeds", batch([{"source_index": 0, "task_id": "a"}]))
         # The reader's schema gained a field with a default: BACKWARD compatible (docs/schemas.md).
         name, record = _serde(url, NOTE).decode(old, expect="batch:seeds")
         assert name == "batch:seeds"
@@ -69,7 +58,7 @@ def test_an_unknown_id_is_a_readable_reason() -> None:
 
 def test_basic_auth_comes_from_the_settings() -> None:
     with schema_registry(user_info="fd:s3cret") as (url, registry):
-        rows = _batch([{"source_index": 0, "task_id": "a"}])
+        rows = batch([{"source_index": 0, "task_id": "a"}])
         data = _serde(url, basic_auth_user_info="fd:s3cret").encode("batch:seeds", rows)
         assert registry.subjects and data[:1] == b"\x00"
         with pytest.raises(Exception, match="Unauthorized"):
