@@ -41,11 +41,14 @@ class PipelinePlan:
         return f"batch:{stage}"
 
     def serde(self, registry: Any = None) -> AvroSerde:
+        # Registry subjects follow Confluent's TopicNameStrategy (`<topic>-value`): each schema is
+        # written to one topic, so compatibility is checked per topic as registry tools expect.
+        spec = self.spec
         serde = AvroSerde(registry=registry)
         for stage, stage_fields in self.fields.items():
-            serde.add(self.schema_name(stage), batch_schema(stage_fields))
-        serde.add(DEAD_LETTER_SCHEMA, load_avsc("envelope/dead_letter.avsc"))
-        serde.add(PROGRESS_SCHEMA, load_avsc("envelope/progress.avsc"))
+            serde.add(self.schema_name(stage), batch_schema(stage_fields), f"{spec.topic(stage)}-value")
+        serde.add(DEAD_LETTER_SCHEMA, load_avsc("envelope/dead_letter.avsc"), f"{spec.dlq_topic}-value")
+        serde.add(PROGRESS_SCHEMA, load_avsc("envelope/progress.avsc"), f"{spec.progress_topic}-value")
         return serde
 
     def wiring(self, step_id: str) -> Wiring:

@@ -45,8 +45,8 @@ class AvroSerde:
     """Encodes with one of the known schemas and decodes any of them.
 
     `registry` (a confluent_kafka SchemaRegistryClient) switches to the Confluent wire
-    format: schemas are registered under `<subject>` on first use and writer schemas of
-    incoming messages are fetched by id.
+    format: each schema is registered on first use under its subject (given to `add`, by
+    default its name) and writer schemas of incoming messages are fetched by id.
     """
 
     schemas: dict[str, KnownSchema] = field(default_factory=dict)
@@ -54,12 +54,15 @@ class AvroSerde:
     #: stages that add no fields share one schema (one fingerprint) under several names; the
     #: first name stands for all of them unless a reader says which one it expects
     _by_fingerprint: dict[bytes, KnownSchema] = field(default_factory=dict)
+    #: schema name -> registry subject
+    _subjects: dict[str, str] = field(default_factory=dict)
     _ids: dict[str, int] = field(default_factory=dict)
     _by_id: dict[int, KnownSchema] = field(default_factory=dict)
 
-    def add(self, name: str, raw: dict[str, Any]) -> KnownSchema:
+    def add(self, name: str, raw: dict[str, Any], subject: str | None = None) -> KnownSchema:
         known = KnownSchema.of(name, raw)
         self.schemas[name] = known
+        self._subjects[name] = subject or name
         self._by_fingerprint.setdefault(known.fingerprint, known)
         return known
 
@@ -69,7 +72,7 @@ class AvroSerde:
         if self.registry is None:
             buf.write(SINGLE_OBJECT_MAGIC + known.fingerprint)
         else:
-            buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(name, known)))
+            buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(self._subjects[name], known)))
         if known.row_record_unions and record.get("rows"):
             record = record | {"rows": [_tag_unions(row, known.row_record_unions) for row in record["rows"]]}
         fastavro.schemaless_writer(buf, known.parsed, record)

@@ -174,8 +174,10 @@ def test_with_a_schema_registry_every_service_speaks_the_confluent_wire_format(
             stack.stop()
         assert result["released"] and result["rows"] == n
         assert _dataset_indexes(spec, "run-sr") == list(range(n))
-        # produce, both steps (and their dead-letter/progress records) registered what they wrote
-        assert {"batch:seeds", "batch:shout", "batch:stamp", "progress"} <= set(registry.subjects)
+        # produce and both steps registered what they wrote, under `<topic>-value`
+        # (Confluent's TopicNameStrategy), progress records included.
+        written = {spec.topic("seeds"), spec.topic("shout"), spec.topic("stamp"), spec.progress_topic}
+        assert {f"{topic}-value" for topic in written} <= set(registry.subjects)
         serde = PipelinePlan.build(spec).serde(RegistrySettings(url=url).client())
         kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
         for stage in ("seeds", "shout", "stamp"):
