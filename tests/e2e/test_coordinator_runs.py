@@ -201,20 +201,27 @@ def test_coordinator_killed_mid_run_reaches_the_same_reports(
     pipe: Pipeline, first_run: str, tmp_path: Path
 ) -> None:
     # Another system prompt makes new sample ids: the teacher's cache of the first run does not
-    # answer, so the run lasts long enough to be interrupted (the simulator answers by question).
+    # answer (the simulator answers by question).
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text(SEEDS.read_text().replace('"Return SQL only."', '"Return SQL only!"'))
     run_id = _new_run("killed")
-    _produced(pipe, seeds, run_id)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:  # kill once the coordinator has committed part of the run
-        state = run_states(pipe.spec, pipe.kafka).get(run_id)
-        if state is not None and state["stages"]["teacher"]["rows_out"] > 0:
-            break
-        time.sleep(0.2)
-    assert state is not None and state["status"] == "running", "run finished before the kill"
-    pipe.stack.services["coordinator"].signal(signal.SIGKILL)
-    pipe.stack.services["coordinator"].wait(10)
+    # The teacher is frozen until the coordinator is dead, so the run cannot finish before the
+    # kill however fast the rest is; the rest of the run then happens while it is down.
+    teacher = pipe.stack.services["teacher"]
+    teacher.signal(signal.SIGSTOP)
+    try:
+        _produced(pipe, seeds, run_id)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill once the coordinator has committed part of the run
+            state = run_states(pipe.spec, pipe.kafka).get(run_id)
+            if state is not None and state["stages"]["dedup"]["rows_out"] > 0:
+                break
+            time.sleep(0.2)
+        assert state is not None and state["status"] == "running", state
+        pipe.stack.services["coordinator"].signal(signal.SIGKILL)
+        pipe.stack.services["coordinator"].wait(10)
+    finally:
+        teacher.signal(signal.SIGCONT)
     time.sleep(1)
     pipe.stack.restart("coordinator")
     assert pipe.wait(run_id)["released"]
