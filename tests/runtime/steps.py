@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -32,13 +33,23 @@ class Shout(Step):
         return row | {"shout": row["text"].upper()}
 
 
+class StampParams(StepParams):
+    #: CPU time each row costs (a busy wait), so a run lasts long enough for a kill or a join
+    #: to land in the middle of it however fast the machine is
+    row_cost_s: float = 0.0
+
+
 class Stamp(Step):
     name = "stamp"
+    Params = StampParams
 
     def output_fields(self) -> list[dict[str, Any]]:
         return [{"name": "stamp", "type": "string"}]
 
     def process_row(self, row: Row) -> Row | None:
+        until = time.perf_counter() + self.params.row_cost_s  # type: ignore[attr-defined]
+        while time.perf_counter() < until:
+            pass
         return row | {"stamp": hashlib.sha256(row["shout"].encode()).hexdigest()}
 
 

@@ -28,16 +28,21 @@ pytestmark = pytest.mark.kafka
 N = 20_000
 
 
-def _stack(tmp_path: Path, name: str, bootstrap: str, stamp_buffer: int) -> tuple[LocalStack, PipelineSpec]:
-    path = write_pipeline(
-        tmp_path,
-        name,
-        [
-            {"id": "shout", "step": "tests.runtime.steps:Shout"},
-            # A small buffer keeps the middle service busy long enough to be killed mid-run.
-            {"id": "stamp", "step": "tests.runtime.steps:Stamp", "max_buffered_rows": stamp_buffer},
-        ],
-    )
+#: 0.5 ms of CPU a row: 20,000 rows keep the middle service busy ≥ 10 s, long enough for a kill or
+#: a second instance (a few seconds to start and join) to land mid-run.
+MID_RUN_ROW_COST_S = 0.0005
+
+
+def _stack(
+    tmp_path: Path, name: str, bootstrap: str, stamp_buffer: int, stamp_row_cost_s: float = 0.0
+) -> tuple[LocalStack, PipelineSpec]:
+    stamp = {
+        "id": "stamp",
+        "step": "tests.runtime.steps:Stamp",
+        "max_buffered_rows": stamp_buffer,
+        "params": {"row_cost_s": stamp_row_cost_s},
+    }
+    path = write_pipeline(tmp_path, name, [{"id": "shout", "step": "tests.runtime.steps:Shout"}, stamp])
     spec = PipelineSpec.load(path)
     create_topics(KafkaSettings(bootstrap_servers=bootstrap), spec)
     env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000"}
@@ -80,7 +85,7 @@ def test_chain_moves_every_row_exactly_once(
 def test_sigkill_of_the_middle_service_loses_and_duplicates_nothing(
     tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
 ) -> None:
-    stack, spec = _stack(tmp_path, f"kill-{fresh_topic_prefix}", kafka_bootstrap, 200)
+    stack, spec = _stack(tmp_path, f"kill-{fresh_topic_prefix}", kafka_bootstrap, 200, MID_RUN_ROW_COST_S)
     seeds = write_seeds(tmp_path / "seeds.jsonl", N)
     try:
         stack.start()
@@ -100,7 +105,7 @@ def test_rebalance_and_sigterm_of_the_middle_service_lose_and_duplicate_nothing(
 ) -> None:
     """A second instance joins mid-run (partitions move to it), then the first one is asked to
     stop: it must end cleanly within its grace period, and its partitions move again."""
-    stack, spec = _stack(tmp_path, f"rebal-{fresh_topic_prefix}", kafka_bootstrap, 200)
+    stack, spec = _stack(tmp_path, f"rebal-{fresh_topic_prefix}", kafka_bootstrap, 200, MID_RUN_ROW_COST_S)
     seeds = write_seeds(tmp_path / "seeds.jsonl", N)
     try:
         stack.start()
