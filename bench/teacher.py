@@ -46,18 +46,18 @@ def drawn_latency_ms(rows: list[Row], latency: str) -> float:
     return sum(draws) / len(draws)
 
 
-def ideal_rows_per_s(rows: list[Row], latency: str, concurrency: int) -> float:
+def ideal_rows_per_s(draws_ms: list[float], concurrency: int) -> float:
     """rows/s of a client with no overhead at all: `concurrency` slots, each row sent the
-    instant a slot frees, in row order, on these rows' very draws.
+    instant a slot frees, in row order, on the rows' very draws (`drawn_latencies_ms`).
 
     The bound (concurrency ÷ mean latency) holds only for endless work: on a finite run the
     last slots drain while the slowest draws finish (lognormal sigma 1 has a long tail), so
     this is what any client could reach on this run.
     """
     slots = [0.0] * concurrency
-    for ms in drawn_latencies_ms(rows, latency):
+    for ms in draws_ms:
         heapq.heappush(slots, heapq.heappop(slots) + ms / 1000)
-    return len(rows) / max(slots)
+    return len(draws_ms) / max(slots)
 
 
 def teacher_steps(concurrency: int) -> list[dict[str, Any]]:
@@ -149,8 +149,9 @@ def run_teacher(
     finally:
         bench.stop()
     mean_ms = mean_latency_ms(latency)
-    drawn_ms = drawn_latency_ms(rows, latency)
-    ideal = ideal_rows_per_s(rows, latency, concurrency)
+    draws = drawn_latencies_ms(rows, latency)
+    drawn_ms = sum(draws) / len(draws)
+    ideal = ideal_rows_per_s(draws, concurrency)
     bound = concurrency / (mean_ms / 1000)
     teacher = procs.get("teacher")
     result = {

@@ -104,8 +104,9 @@ class LocalStack:
     def produce(self, seeds: Path, run_id: str, *options: str, timeout_s: float = 300) -> str:
         """`fastdistill produce` to the end against this stack; its summary (stdout)."""
         argv = self.cli("produce", str(seeds), "--run-id", run_id, *options)
-        env = self.base_env()
-        done = subprocess.run(argv, env=env, check=True, capture_output=True, text=True, timeout=timeout_s)
+        done = subprocess.run(argv, env=self.base_env(), capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode != 0:
+            raise RuntimeError(f"fastdistill produce exited {done.returncode}: {done.stderr}")
         return done.stdout
 
     def add(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> ServiceProcess:

@@ -89,11 +89,11 @@ def test_lognormal_bound_uses_the_mean_not_the_median() -> None:
 
 def test_the_ideal_client_reaches_the_bound_only_without_a_tail() -> None:
     from bench.seeds import generate
-    from bench.teacher import ideal_rows_per_s, mean_latency_ms
+    from bench.teacher import drawn_latencies_ms, ideal_rows_per_s, mean_latency_ms
 
     rows = generate(64, duplicate_rate=0.0, prefix="ideal")
     # Fixed latency, rows a multiple of the slots: every slot busy until the end, exactly the bound.
-    assert ideal_rows_per_s(rows, "fixed:200", 8) == pytest.approx(8 / 0.2)
+    assert ideal_rows_per_s(drawn_latencies_ms(rows, "fixed:200"), 8) == pytest.approx(8 / 0.2)
     # A long tail: the run waits for its slowest draw, so even no overhead stays under the bound.
     bound = 32 / (mean_latency_ms("lognormal:200:1.0") / 1000)
-    assert ideal_rows_per_s(rows, "lognormal:200:1.0", 32) < bound
+    assert ideal_rows_per_s(drawn_latencies_ms(rows, "lognormal:200:1.0"), 32) < bound

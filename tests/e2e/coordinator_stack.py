@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -70,7 +69,7 @@ class Pipeline:
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "fastdistill.cli", *args, "--pipeline", str(self.path)],
+            self.stack.cli(*args, "--pipeline", str(self.path)),
             env=self.stack.base_env(),
             capture_output=True,
             text=True,
@@ -81,8 +80,8 @@ class Pipeline:
     def produce(self, seeds: Path, run_id: str, *options: str) -> subprocess.Popen[str]:
         """`fastdistill produce` in the background (two of them may run at once)."""
         return subprocess.Popen(
-            [sys.executable, "-m", "fastdistill.cli", "produce", str(seeds), "--run-id", run_id, *options],
-            env=self.stack.base_env() | {"FD_PIPELINE": str(self.path)},
+            self.stack.cli("produce", str(seeds), "--run-id", run_id, *options),
+            env=self.stack.base_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -90,10 +89,7 @@ class Pipeline:
 
     def produce_all(self, seeds: Path, run_id: str, *options: str) -> str:
         """`fastdistill produce` to the end; its summary (stdout)."""
-        proc = self.produce(seeds, run_id, *options)
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        return out
+        return self.stack.produce(seeds, run_id, *options, timeout_s=120)
 
     def wait(self, run_id: str, timeout_s: float = 300) -> dict[str, Any]:
         return wait_for_release(self.spec, run_id, timeout_s, self.stack)

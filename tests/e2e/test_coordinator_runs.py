@@ -61,14 +61,10 @@ def _new_run(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
 
 
-def _produced(pipe: Pipeline, seeds: Path, run_id: str) -> None:
-    pipe.produce_all(seeds, run_id)
-
-
 @pytest.fixture(scope="module")
 def first_run(pipe: Pipeline) -> str:
     run_id = _new_run("first")
-    _produced(pipe, SEEDS, run_id)
+    pipe.produce_all(SEEDS, run_id)
     pipe.wait(run_id)
     pipe.wait_state(run_id)
     return run_id
@@ -210,7 +206,7 @@ def test_coordinator_killed_mid_run_reaches_the_same_reports(
     teacher = pipe.stack.services["teacher"]
     teacher.signal(signal.SIGSTOP)
     try:
-        _produced(pipe, seeds, run_id)
+        pipe.produce_all(seeds, run_id)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # kill once the coordinator has committed part of the run
             state = run_states(pipe.spec, pipe.kafka).get(run_id)

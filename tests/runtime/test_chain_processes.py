@@ -185,7 +185,7 @@ def test_with_a_schema_registry_every_service_speaks_the_confluent_wire_format(
         assert {f"{topic}-value" for topic in written} <= set(registry.subjects)
         serde = PipelinePlan.build(spec).serde(RegistrySettings(url=url).client())
         kafka = KafkaSettings(bootstrap_servers=kafka_bootstrap)
+        reader = _ConfluentWireOnly(serde)
         for stage in ("seeds", "shout", "stamp"):
-            reader = _ConfluentWireOnly(serde)
             records = read_all(kafka, reader, spec.topic(stage), until=lambda r: len(rows_of(r)) >= n)  # type: ignore[arg-type]
             assert sorted(row["source_index"] for row in rows_of(records)) == list(range(n))
