@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _bootstrap() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    from shared import local_broker
+    from fastdistill.dev import local_broker
 
     bootstrap = local_broker.up().bootstrap
     # Services started by the bench find the broker the same way.

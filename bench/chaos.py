@@ -32,14 +32,14 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from rich.console import Console
 
 from bench import measure
+from fastdistill.dev import local_broker
 from fastdistill.local_stack import SIM_NAME, LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import finished, run_dir, run_states
 from fastdistill.topics import pipeline_topics
-from shared import local_broker
 from shared.config import KafkaSettings
+from shared.kafka import clients
 from shared.pipeline import PipelineSpec
-from shared.runtime import clients
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples/text2sql"

@@ -19,7 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from bench import measure
 from shared.config import KafkaSettings
-from shared.runtime import clients
+from shared.kafka import clients
 
 # The same client settings the services use, minus transactions and read_committed.
 PRODUCER_CONF = {"linger.ms": 5, "compression.type": "lz4"}

@@ -25,9 +25,9 @@ from fastdistill.plan import PipelinePlan
 from fastdistill.runs import RELEASED, run_dir
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
+from shared.kafka import clients
+from shared.kafka.run_producer import produce_run
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import clients
-from shared.runtime.run_producer import produce_run
 from shared.step import Row
 
 #: The broker's name among sampled processes: its CPU is reported, its RSS is not a service's.

@@ -18,9 +18,9 @@ from typing import Any
 from bench import measure
 from bench.chain import SEED_FIELDS
 from bench.stack import BenchStack
+from fastdistill.dev.teacher_sim.faults import LatencySpec
 from fastdistill.local_stack import SIM_NAME, LocalStack
 from services.teacher.step import DEFAULT_TEMPLATE
-from services.teacher_sim.faults import LatencySpec
 from shared.step import Row
 
 log = logging.getLogger("bench")

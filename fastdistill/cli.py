@@ -18,9 +18,9 @@ from fastdistill.ingest import read_seeds
 from fastdistill.plan import PipelinePlan
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings, RegistrySettings, ServiceSettings
+from shared.kafka import clients
+from shared.kafka.run_producer import produce_run
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import clients
-from shared.runtime.run_producer import produce_run
 from shared.runtime.service import StepFailed, StepService
 
 app = typer.Typer(help="Kafka-native distillation of training data from a teacher LLM.", no_args_is_help=True)
@@ -49,7 +49,7 @@ def _logging(level: str) -> None:
 @broker.command("up")
 def broker_up(port: int = 19092) -> None:
     """Fetch the jars (first time), format storage, start the broker and wait until it answers."""
-    from shared import local_broker
+    from fastdistill.dev import local_broker
 
     info = local_broker.up(port=port)
     console.print(f"broker up at {info.bootstrap}")
@@ -59,7 +59,7 @@ def broker_up(port: int = 19092) -> None:
 @broker.command("down")
 def broker_down(port: int = 19092) -> None:
     """Stop the local broker (SIGTERM, then SIGKILL after a timeout)."""
-    from shared import local_broker
+    from fastdistill.dev import local_broker
 
     local_broker.down(port=port)
     console.print("broker down")
@@ -67,7 +67,7 @@ def broker_down(port: int = 19092) -> None:
 
 @broker.command("status")
 def broker_status(port: int = 19092) -> None:
-    from shared import local_broker
+    from fastdistill.dev import local_broker
 
     running = local_broker.is_running(port=port)
     console.print("running" if running else "stopped")
@@ -144,12 +144,12 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     kafka = KafkaSettings()
     serde = plan.serde(RegistrySettings().client())
     if step == "sink":
-        from fastdistill.sink_service import SinkService
+        from fastdistill.services.sink import SinkService
 
         asyncio.run(SinkService(plan, serde, kafka, settings).run())
         return
     if step == "coordinator":
-        from fastdistill.coordinator_service import CoordinatorService
+        from fastdistill.services.coordinator import CoordinatorService
 
         asyncio.run(CoordinatorService(plan, serde, kafka, settings).run())
         return
@@ -171,7 +171,7 @@ def teacher_sim(
     seed: int = 0,
 ) -> None:
     """An OpenAI-compatible teacher simulator (the embedded default teacher)."""
-    from services.teacher_sim.server import SimConfig, run
+    from fastdistill.dev.teacher_sim.server import SimConfig, run
 
     run(host, port, SimConfig(seeds_path=seeds, latency=latency, fault_rate=fault_rate, seed=seed))
 
@@ -266,7 +266,7 @@ def up(
     path = pipeline or Path(ServiceSettings().pipeline)
     spec = PipelineSpec.load(path)
     if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        from shared import local_broker
+        from fastdistill.dev import local_broker
 
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = local_broker.up().bootstrap
     clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))

@@ -26,7 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_states
 from shared.config import KafkaSettings
-from shared.runtime import clients
+from shared.kafka import clients
 from shared.runtime.markers import MarkerTracker
 from shared.serde import AvroSerde, UndecodableMessage
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from fastdistill.local_stack import LocalStack
 from shared.config import KafkaSettings
+from shared.kafka.state import read_compacted
 from shared.pipeline import PipelineSpec
-from shared.runtime.state import read_compacted
 
 RELEASED = "RELEASED.json"
 REJECTED = "REJECTED.json"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from shared.kafka.clients import TopicSpec
 from shared.pipeline import PipelineSpec
-from shared.runtime.clients import TopicSpec
 
 
 def pipeline_topics(spec: PipelineSpec) -> list[TopicSpec]:

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shared import local_broker
+from fastdistill.dev import local_broker
 
 
 def ensure_prometheus() -> None:

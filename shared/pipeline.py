@@ -99,7 +99,7 @@ class PipelineSpec(BaseModel):
 
     @property
     def control_topic(self) -> str:
-        """Run limits and stops (compacted, keyed by run id): see shared.runtime.control."""
+        """Run limits and stops (compacted, keyed by run id): see shared.kafka.control."""
         return f"fd.{self.name}.control"
 
     def state_topic_prefix(self, step_id: str) -> str:

@@ -1,7 +1,7 @@
 """Shared fixtures: a real Kafka broker for every test marked `kafka`.
 
 The broker is, in order: `KAFKA_BOOTSTRAP_SERVERS` if set; a testcontainers Kafka if a
-Docker engine answers; else the project's own local broker (`shared.local_broker`).
+Docker engine answers; else the project's own local broker (`fastdistill.dev.local_broker`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def kafka_bootstrap() -> Iterator[str]:
             with KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as container:
                 yield container.get_bootstrap_server()
             return
-    from shared import local_broker
+    from fastdistill.dev import local_broker
 
     local_broker.CACHE.mkdir(parents=True, exist_ok=True)
     with open(local_broker.CACHE / f"sessions-{local_broker.DEFAULT_PORT}.lock", "a") as lease:

@@ -24,14 +24,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
+from shared.kafka import clients
+from shared.kafka.control import ControlView
+from shared.kafka.state import CURRENT_PARTITION, CURRENT_RUN, KafkaStateStore
 from shared.pipeline import ErrorPolicy
-from shared.runtime import clients
 from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
-from shared.runtime.control import ControlView
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
-from shared.runtime.state import CURRENT_PARTITION, CURRENT_RUN, KafkaStateStore
 from shared.runtime.watchdog import watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.step import Row, Step
@@ -63,7 +63,7 @@ class Wiring:
     dlq_topic: str
     progress_topic: str
     state_topic_prefix: str
-    #: Run limits and stops (shared.runtime.control); None: rows are never stopped.
+    #: Run limits and stops (shared.kafka.control); None: rows are never stopped.
     control_topic: str | None = None
     error_policy: ErrorPolicy = ErrorPolicy.COLLECT
     max_in_flight: int = 32

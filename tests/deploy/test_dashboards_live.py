@@ -26,8 +26,8 @@ from fastdistill.prometheus_local import start_prometheus, stop_prometheus, writ
 from fastdistill.runs import wait_for_release
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
+from shared.kafka import clients
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import clients
 from tests.deploy.support import PIPELINE, REPO, concrete, exprs
 
 pytestmark = pytest.mark.kafka

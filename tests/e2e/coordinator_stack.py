@@ -22,15 +22,15 @@ from typing import Any
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from fastdistill.coordinator_service import CoordinatorService
 from fastdistill.local_stack import LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir, run_states, wait_for_release
+from fastdistill.services.coordinator import CoordinatorService
 from fastdistill.topics import pipeline_topics
 from services.coordinator.run_state import RunState
 from shared.config import KafkaSettings, ServiceSettings
+from shared.kafka import clients
 from shared.pipeline import PipelineSpec
-from shared.runtime import clients
 
 REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples/text2sql/pipeline.yaml"

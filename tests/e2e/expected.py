@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastdistill.dev.teacher_sim.answers import AnswerBook
+from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.plan import PipelinePlan
 from services.teacher.step import TeacherStep
-from services.teacher_sim.answers import AnswerBook
-from services.teacher_sim.server import SimConfig
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.step import Row
 

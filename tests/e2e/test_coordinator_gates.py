@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from fastdistill.runs import finished, run_dir
-from shared.runtime.state import read_compacted
+from shared.kafka.state import read_compacted
 from tests.e2e.coordinator_stack import SEEDS, pipeline_copy, running_pipeline
 
 pytestmark = pytest.mark.kafka

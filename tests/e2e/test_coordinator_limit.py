@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.runtime.state import read_compacted
+from shared.kafka.state import read_compacted
 from tests.e2e.coordinator_stack import SEED_COUNT, SEEDS, pipeline_copy, running_pipeline
 
 pytestmark = pytest.mark.kafka

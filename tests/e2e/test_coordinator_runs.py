@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from fastdistill.runs import finished, run_states
-from shared.runtime.state import read_compacted
+from shared.kafka.state import read_compacted
 from tests.e2e.coordinator_stack import (
     RELEASED_ROWS,
     SEED_COUNT,

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
+from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import SIM_NAME
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir
-from services.teacher_sim.server import SimConfig
 from shared.pipeline import SEEDS_STAGE
 from tests.e2e.coordinator_stack import SEEDS, Pipeline, pipeline_copy, running_pipeline
 from tests.e2e.expected import Expected, compute, summary

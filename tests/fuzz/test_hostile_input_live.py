@@ -38,8 +38,8 @@ from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir, wait_for_release
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
+from shared.kafka import clients
 from shared.pipeline import PipelineSpec
-from shared.runtime import clients
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.service import PROGRESS_SCHEMA
 from shared.serde import AvroSerde, UndecodableMessage

@@ -13,9 +13,9 @@ from confluent_kafka import Consumer
 from fastdistill.plan import PipelinePlan
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
+from shared.kafka import clients
+from shared.kafka.run_producer import produce_run
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import clients
-from shared.runtime.run_producer import produce_run
 from shared.serde import AvroSerde
 
 SEED_SCHEMA = str(Path(__file__).with_name("text_seed.avsc"))

@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.runtime.run_producer import content_partition
+from shared.kafka.run_producer import content_partition
 
 rows = st.dictionaries(st.sampled_from(["task_id", "instruction", "gold_sql"]), st.text(max_size=20))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.runtime import control
+from shared.kafka import control
 
 
 def test_limit_and_stop_records_read_back() -> None:

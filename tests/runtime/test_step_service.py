@@ -13,8 +13,8 @@ from confluent_kafka import TopicPartition
 
 from fastdistill.plan import PipelinePlan
 from shared.config import KafkaSettings, ServiceSettings
+from shared.kafka import clients
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import clients
 from shared.runtime import service as service_module
 from shared.runtime.service import StepFailed, StepService
 from tests.runtime.harness import create_topics, markers_of, produce_rows, read_all, rows_of, write_pipeline

@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient
 from pydantic import ValidationError
 
 from shared.config import KafkaSettings, RegistrySettings
-from shared.runtime import clients
+from shared.kafka import clients
 
 PASSWORD = "sasl-Pa55-never-shown"
 KEY_PASSWORD = "key-Pa55-never-shown"
@@ -65,7 +65,7 @@ def secure_env(monkeypatch: pytest.MonkeyPatch, tls_files: dict[str, Path]) -> d
 
 @pytest.fixture
 def built(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
-    """The configuration of every client `shared.runtime.clients` builds, as it reaches librdkafka."""
+    """The configuration of every client `shared.kafka.clients` builds, as it reaches librdkafka."""
     seen: list[tuple[str, dict[str, Any]]] = []
 
     def recording(kind: type) -> type:

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
-from shared import local_broker
+from fastdistill.dev import local_broker
 from shared.config import KafkaSettings
-from shared.runtime import clients
+from shared.kafka import clients
 
 pytestmark = pytest.mark.kafka
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from fastdistill.dev.teacher_sim.answers import AnswerBook, StyleMix
+from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import free_port
 from services.teacher import TeacherError, TeacherStep
-from services.teacher_sim.answers import AnswerBook, StyleMix
-from services.teacher_sim.server import SimConfig
 from shared.step import Row
 from tests.fakes import DictContext
 
@@ -86,7 +86,7 @@ def sim_process(tmp_path: Path, config: SimConfig) -> Iterator[Sim]:
     port = free_port()
     code = (
         "import sys\n"
-        "from services.teacher_sim.server import SimConfig, run\n"
+        "from fastdistill.dev.teacher_sim.server import SimConfig, run\n"
         "run('127.0.0.1', int(sys.argv[1]), SimConfig.model_validate_json(sys.argv[2]))\n"
     )
     log_path = tmp_path / f"sim-{port}.log"

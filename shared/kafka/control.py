@@ -18,8 +18,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from shared.config import KafkaSettings
-from shared.runtime import clients
-from shared.runtime.state import read_compacted
+from shared.kafka import clients
+from shared.kafka.state import read_compacted
 
 log = logging.getLogger(__name__)
 

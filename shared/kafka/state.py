@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from shared.config import KafkaSettings
-from shared.runtime import clients
+from shared.kafka import clients
 
 #: The input partition and the run whose rows are being processed (set by the service per message).
 CURRENT_PARTITION: contextvars.ContextVar[int] = contextvars.ContextVar("fd_current_partition", default=0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.teacher_sim.answers import (
+from fastdistill.dev.teacher_sim.answers import (
     UNKNOWN_ANSWER,
     AnswerBook,
     Style,
@@ -20,8 +20,8 @@ from services.teacher_sim.answers import (
     question_of,
     wrong_but_runs,
 )
-from services.teacher_sim.faults import Fault, FaultPlan, LatencySpec
-from services.teacher_sim.server import SimConfig, SimStats
+from fastdistill.dev.teacher_sim.faults import Fault, FaultPlan, LatencySpec
+from fastdistill.dev.teacher_sim.server import SimConfig, SimStats
 
 TEMPLATE = "Schema: {schema}\nQuestion: {instruction}\nSQL:"
 SCHEMA = "users(id, name, age); orders(id, user_id, amount)"

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 from confluent_kafka.admin import AdminClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BROKER_DIR = REPO / "broker"
 CACHE = Path(os.environ.get("FD_CACHE_DIR", REPO / ".cache")) / "kafka"
 LIB = CACHE / "lib"

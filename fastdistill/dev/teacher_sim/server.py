@@ -22,8 +22,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.teacher_sim.answers import AnswerBook, Style, StyleMix
-from services.teacher_sim.faults import DEFAULT_FAULT_WEIGHTS, Fault, FaultPlan, LatencySpec
+from fastdistill.dev.teacher_sim.answers import AnswerBook, Style, StyleMix
+from fastdistill.dev.teacher_sim.faults import DEFAULT_FAULT_WEIGHTS, Fault, FaultPlan, LatencySpec
 
 
 class SimConfig(BaseModel):

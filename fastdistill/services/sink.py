@@ -25,8 +25,8 @@ from fastdistill.runs import REJECTED, RELEASED
 from services.sink.writer import StagedRows
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
-from shared.runtime import clients
-from shared.runtime.control import ControlView
+from shared.kafka import clients
+from shared.kafka.control import ControlView
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.teacher_sim.answers import unit
+from fastdistill.dev.teacher_sim.answers import unit
 
 
 class LatencySpec(BaseModel):

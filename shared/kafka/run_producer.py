@@ -11,7 +11,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from shared.config import KafkaSettings
-from shared.runtime import clients, control
+from shared.kafka import clients, control
 from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.serde import AvroSerde

@@ -24,12 +24,12 @@ from fastdistill.replay import replay_origin
 from services.coordinator.run_state import RunState
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
-from shared.runtime import clients, control
+from shared.kafka import clients, control
+from shared.kafka.state import read_compacted
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.poll_loop import PollLoop
 from shared.runtime.service import PROGRESS_SCHEMA
-from shared.runtime.state import read_compacted
 from shared.runtime.watchdog import watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 

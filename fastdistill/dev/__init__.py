@@ -1,0 +1,1 @@
+"""Development tools kept apart from the runtime: the local broker and the teacher simulator."""

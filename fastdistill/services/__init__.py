@@ -1,0 +1,1 @@
+"""The Kafka service processes: the step runner, the sink and the coordinator."""
