@@ -16,12 +16,13 @@ from rich.live import Live
 
 from fastdistill.ingest import read_seeds
 from fastdistill.plan import PipelinePlan
+from fastdistill.services.step import StepService
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings, RegistrySettings, ServiceSettings
 from shared.kafka import clients
 from shared.kafka.run_producer import produce_run
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime.service import StepFailed, StepService
+from shared.runtime.runner import StepFailed
 
 app = typer.Typer(help="Kafka-native distillation of training data from a teacher LLM.", no_args_is_help=True)
 dev = typer.Typer(help="Development helpers.", no_args_is_help=True)

@@ -11,7 +11,8 @@ from pydantic import BaseModel
 from services.coordinator.gates import parse_gates
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
-from shared.runtime.service import PROGRESS_SCHEMA, Wiring
+from shared.runtime.progress import PROGRESS_SCHEMA
+from shared.runtime.wiring import Wiring
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde
 from shared.step import Step

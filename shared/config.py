@@ -107,4 +107,9 @@ class ServiceSettings(BaseSettings):
     #: A loop stalled this long ends the process (shared/runtime/watchdog.py); librdkafka's
     #: max.poll.interval.ms, after which the group has dropped the member anyway.
     stall_limit_s: float = 300.0
+    #: Holding input with unread records, room to take them, and consuming nothing this long is a
+    #: stall too (shared/runtime/liveness.py): /healthz turns unhealthy and the watchdog acts.
+    progress_stall_s: float = 60.0
+    #: A full buffer held this long pauses the input partitions (shared/runtime/pause.py).
+    pause_after_full_s: float = 5.0
     log_level: str = "INFO"

@@ -29,8 +29,8 @@ from shared.kafka.state import read_compacted
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.poll_loop import PollLoop
-from shared.runtime.service import PROGRESS_SCHEMA
-from shared.runtime.watchdog import watchdog
+from shared.runtime.progress import PROGRESS_SCHEMA
+from shared.runtime.watchdog import loop_stall, watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class CoordinatorService:
     async def run(self) -> None:
         async with (
             serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
-            watchdog("coordinator", lambda: self.loop.last_turn_at, self.settings.stall_limit_s),
+            watchdog("coordinator", loop_stall(lambda: self.loop.last_turn_at, self.settings.stall_limit_s)),
         ):
             self.producer: Producer = clients.transactional_producer(
                 self.kafka, f"{self.group_id}-{self.settings.instance_id}"

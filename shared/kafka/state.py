@@ -1,71 +1,28 @@
-"""State stores backed by compacted topics (the `StateStore` a step gets in `open`).
-
-A store keeps its whole map in memory and rebuilds it from its topic on start and on
-every partition assignment. Transactional writes are produced inside the service's next
-transaction, so the state commits atomically with the rows that caused it; a partition
-is written with the input partition being processed, so a key lives where its rows do.
-"""
+"""Compacted topics read whole: the backend of the runtime's state stores, and what the
+coordinator, the sink and the CLI use to read runs, verdicts and run control."""
 
 from __future__ import annotations
 
-import contextvars
 import time
-from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
 
 from shared.config import KafkaSettings
 from shared.kafka import clients
 
-#: The input partition and the run whose rows are being processed (set by the service per message).
-CURRENT_PARTITION: contextvars.ContextVar[int] = contextvars.ContextVar("fd_current_partition", default=0)
-CURRENT_RUN: contextvars.ContextVar[str] = contextvars.ContextVar("fd_current_run", default="")
 
+class KafkaStateBackend:
+    """`shared.runtime.state.StateBackend` on compacted topics."""
 
-class KafkaStateStore:
-    def __init__(
-        self,
-        topic: str,
-        *,
-        durable_immediately: bool,
-        immediate_producer: Callable[[], Producer],
-        per_run: bool = True,
-    ) -> None:
-        self.topic = topic
-        self.durable_immediately = durable_immediately
-        self.per_run = per_run
-        self._immediate_producer = immediate_producer
-        self.data: dict[str, bytes] = {}
-        self._pending: list[tuple[str, bytes, int]] = []
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
 
-    def _key(self, key: str) -> str:
-        return f"{CURRENT_RUN.get()}|{key}" if self.per_run else key
+    def ensure(self, topic: str, partitions: int) -> None:
+        clients.ensure_topics(clients.admin(self.kafka), [clients.TopicSpec.compacted(topic, partitions)])
 
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(self._key(key))
-
-    def put(self, key: str, value: bytes) -> None:
-        key = self._key(key)
-        self.data[key] = value
-        partition = CURRENT_PARTITION.get()
-        if self.durable_immediately:
-            self._immediate_producer().produce(self.topic, value=value, key=key, partition=partition)
-        else:
-            self._pending.append((key, value, partition))
-
-    def flush_into(self, transactional: Producer) -> None:
-        """Produce pending writes into the caller's open transaction."""
-        for key, value, partition in self._pending:
-            transactional.produce(self.topic, value=value, key=key, partition=partition)
-        self._pending.clear()
-
-    def discard_pending(self) -> None:
-        self._pending.clear()
-
-    def reload(self, kafka: KafkaSettings) -> None:
-        self._pending.clear()
-        self.data = read_compacted(kafka, self.topic)
+    def read(self, topic: str) -> dict[str, bytes]:
+        return read_compacted(self.kafka, topic)
 
 
 #: What a partition reports while its leader moves (topic just created, broker restarting).

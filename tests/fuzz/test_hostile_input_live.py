@@ -41,7 +41,7 @@ from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
-from shared.runtime.service import PROGRESS_SCHEMA
+from shared.runtime.progress import PROGRESS_SCHEMA
 from shared.serde import AvroSerde, UndecodableMessage
 from tests.fuzz.malformed import (
     CSV_COLUMNS,

@@ -69,3 +69,61 @@ class Slow(AsyncStep):
     async def process_row_async(self, row: Row) -> Row | None:
         await asyncio.sleep(self.params.delay_s)  # type: ignore[attr-defined]
         return row | {"slow": True}
+
+
+class SplitParams(StepParams):
+    parts: int = 3
+
+
+class Split(Step):
+    """One row in, `parts` rows out (one-to-many), each with its index."""
+
+    name = "split"
+    Params = SplitParams
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        return [{"name": "part", "type": "int"}]
+
+    def process_row(self, row: Row) -> list[Row]:
+        return [row | {"part": i} for i in range(self.params.parts)]  # type: ignore[attr-defined]
+
+
+#: source_index -> an event the row waits for (tests open the gates in the order they choose)
+GATES: dict[int, asyncio.Event] = {}
+
+
+class Gated(AsyncStep):
+    """Finishes a row when the test opens its gate (rows without a gate finish at once)."""
+
+    name = "gated"
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        return [{"name": "gated", "type": "boolean"}]
+
+    async def process_row_async(self, row: Row) -> Row | None:
+        gate = GATES.get(row["source_index"])
+        if gate is not None:
+            await gate.wait()
+        if row["fail"]:
+            raise ValueError(f"row {row['source_index']} asked to fail")
+        return row | {"gated": True}
+
+
+class FirstText(Step):
+    """Keeps the first row of each text (a dedup in miniature: transactional state)."""
+
+    name = "first_text"
+
+    def open(self, ctx: Any) -> None:
+        self.seen = ctx.state_store("seen")
+        self.paid = ctx.state_store("paid", durable_immediately=True, scope="global")
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        return []
+
+    def process_row(self, row: Row) -> Row | None:
+        self.paid.put(row["text"], b"1")
+        if self.seen.get(row["text"]) is not None:
+            return None
+        self.seen.put(row["text"], b"1")
+        return row

@@ -12,11 +12,11 @@ import pytest
 from confluent_kafka import TopicPartition
 
 from fastdistill.plan import PipelinePlan
+from fastdistill.services.step import StepService
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime import service as service_module
-from shared.runtime.service import StepFailed, StepService
+from shared.runtime.runner import StepFailed
 from tests.runtime.harness import create_topics, markers_of, produce_rows, read_all, rows_of, write_pipeline
 
 pytestmark = pytest.mark.kafka
@@ -37,8 +37,10 @@ def _setup(tmp_path: Path, name: str, kafka: KafkaSettings, **step: object) -> P
     return PipelinePlan.build(spec)
 
 
-def _service(plan: PipelinePlan, kafka: KafkaSettings, step_id: str = "shout") -> StepService:
-    settings = ServiceSettings(metrics_port=0, instance_id="test")
+def _service(
+    plan: PipelinePlan, kafka: KafkaSettings, step_id: str = "shout", pause_after_full_s: float = 5.0
+) -> StepService:
+    settings = ServiceSettings(metrics_port=0, instance_id="test", pause_after_full_s=pause_after_full_s)
     return StepService(plan.steps[step_id], plan.wiring(step_id), plan.serde(), kafka, settings)
 
 
@@ -175,10 +177,8 @@ def test_backpressure_keeps_buffered_rows_under_the_cap(
     tmp_path: Path,
     kafka: KafkaSettings,
     fresh_topic_prefix: str,
-    monkeypatch: pytest.MonkeyPatch,
     pause_after_s: float,
 ) -> None:
-    monkeypatch.setattr(service_module, "PAUSE_AFTER_FULL_S", pause_after_s)
     cap = 120
     spec = PipelineSpec.load(
         write_pipeline(
@@ -199,7 +199,7 @@ def test_backpressure_keeps_buffered_rows_under_the_cap(
     create_topics(kafka, spec)
     plan = PipelinePlan.build(spec)
     produce_rows(kafka, plan, "run-1", _rows(2000, set()))
-    service = _service(plan, kafka, "slow")
+    service = _service(plan, kafka, "slow", pause_after_s)
     out = _run_in_background(
         service,
         lambda: read_all(
@@ -208,8 +208,9 @@ def test_backpressure_keeps_buffered_rows_under_the_cap(
     )
     assert len(rows_of(out)) == 2000
     # Measured by the service after every poll: never above the cap, and the cap was reached.
-    assert service.buffered_max <= cap
-    assert service.buffered_max >= cap - 20
-    assert service.holds > 0
-    # Short holds only stop consuming; a hold longer than PAUSE_AFTER_FULL_S pauses the partitions.
-    assert (service.pauses > 0) == (pause_after_s == 0.0)
+    runner = service.runner
+    assert runner.buffered_max <= cap
+    assert runner.buffered_max >= cap - 20
+    assert runner.pause.holds > 0
+    # Short holds only stop consuming; a hold longer than pause_after_full_s pauses the partitions.
+    assert (runner.pause.pauses > 0) == (pause_after_s == 0.0)

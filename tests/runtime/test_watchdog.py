@@ -1,11 +1,11 @@
-"""The watchdog ends a process whose loop stopped turning, and only such a process."""
+"""The watchdog ends a process that names a problem (a loop that stopped turning), and only such a process."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from shared.runtime.watchdog import EXIT_STALLED, watchdog
+from shared.runtime.watchdog import EXIT_STALLED, loop_stall, watchdog
 
 
 def test_a_stalled_loop_ends_the_process() -> None:
@@ -13,7 +13,7 @@ def test_a_stalled_loop_ends_the_process() -> None:
     codes: list[int] = []
 
     async def main() -> None:
-        async with watchdog("test", lambda: started, 0.2, exit_process=codes.append):
+        async with watchdog("test", loop_stall(lambda: started, 0.2), 0.05, exit_process=codes.append):
             while time.monotonic() < started + 5 and not codes:
                 await asyncio.sleep(0.02)
 
@@ -33,7 +33,7 @@ def test_a_turning_loop_is_left_alone() -> None:
 
     async def main() -> None:
         task = asyncio.create_task(turn())
-        async with watchdog("test", lambda: beat[0], 0.2, exit_process=codes.append):
+        async with watchdog("test", loop_stall(lambda: beat[0], 0.2), 0.05, exit_process=codes.append):
             await asyncio.sleep(1)
         task.cancel()
 

@@ -1,0 +1,71 @@
+"""State stores (the `StateStore` a step gets in `open`), kept by the runtime in compacted topics.
+
+A store holds its whole map in memory and is rebuilt from its topic on start and on every
+partition assignment. Transactional writes go out in the service's next transaction, so the
+state commits atomically with the rows that caused it; a key is written to the input
+partition being processed, so it lives where its rows do. Immediate writes (work already
+paid for, such as teacher generations) go out at once, outside any transaction.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Protocol
+
+from shared.runtime.transport import OutputRecord
+
+#: The input partition and the run whose rows are being processed (set by the runner per message).
+CURRENT_PARTITION: contextvars.ContextVar[int] = contextvars.ContextVar("fd_current_partition", default=0)
+CURRENT_RUN: contextvars.ContextVar[str] = contextvars.ContextVar("fd_current_run", default="")
+
+
+class StateBackend(Protocol):
+    """Where store topics live (shared.kafka.state.KafkaStateBackend, or memory in unit tests)."""
+
+    def ensure(self, topic: str, partitions: int) -> None:
+        """Create the compacted topic if it is missing."""
+
+    def read(self, topic: str) -> dict[str, bytes]:
+        """The latest value of every key (tombstones remove the key)."""
+
+
+class StateStore:
+    def __init__(
+        self,
+        topic: str,
+        *,
+        durable_immediately: bool,
+        write_now: Callable[[OutputRecord], None],
+        per_run: bool = True,
+    ) -> None:
+        self.topic = topic
+        self.durable_immediately = durable_immediately
+        self.per_run = per_run
+        self._write_now = write_now
+        self.data: dict[str, bytes] = {}
+        self._pending: list[OutputRecord] = []
+
+    def _key(self, key: str) -> str:
+        return f"{CURRENT_RUN.get()}|{key}" if self.per_run else key
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(self._key(key))
+
+    def put(self, key: str, value: bytes) -> None:
+        key = self._key(key)
+        self.data[key] = value
+        record = OutputRecord(self.topic, value, key, CURRENT_PARTITION.get())
+        if self.durable_immediately:
+            self._write_now(record)
+        else:
+            self._pending.append(record)
+
+    def drain(self) -> list[OutputRecord]:
+        """The writes to commit with the next transaction."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def reload(self, backend: StateBackend) -> None:
+        self._pending.clear()
+        self.data = backend.read(self.topic)
