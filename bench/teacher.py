@@ -73,7 +73,6 @@ def teacher_steps(concurrency: int) -> list[dict[str, Any]]:
             "id": "teacher",
             "step": "teacher",
             "params": {"model": "teacher-sim", "max_concurrency": concurrency},
-            "max_in_flight": concurrency,
             # Enough rows queued that a free slot never waits for the next message to arrive.
             "max_buffered_rows": 20 * concurrency,
         },

@@ -162,6 +162,33 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
         sys.exit(3)
 
 
+@app.command()
+def steps() -> None:
+    """The step catalogue: every step a pipeline may name, its params (operational ones marked)."""
+    from rich.table import Table
+
+    from shared.step import STEPS
+
+    table = Table("step", "params (name: type = default)", "what it does", show_lines=True)
+    for name in STEPS.names():
+        cls = STEPS.get(name)
+        operational = cls.Params.operational_fields()
+        params = []
+        for field, info in cls.Params.model_fields.items():
+            default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            kind = _type_name(info.annotation)
+            params.append(f"{field}: {kind} = {default}" + (" (operational)" if field in operational else ""))
+        doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip()
+        table.add_row(name, "\n".join(params) or "-", doc.splitlines()[0] if doc else "")
+    Console().print(table)
+
+
+def _type_name(annotation: object) -> str:
+    text = str(annotation).replace("typing.", "")
+    # list[str] prints itself; a plain class prints as <class 'str'>
+    return text if "[" in text else getattr(annotation, "__name__", text)
+
+
 @app.command("teacher-sim")
 def teacher_sim(
     seeds: Annotated[Path, typer.Option(help="JSONL whose instruction→gold_sql pairs are the answer book")],

@@ -15,8 +15,11 @@ from shared.runtime.progress import PROGRESS_SCHEMA
 from shared.runtime.wiring import Wiring
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde
-from shared.step import Step
+from shared.step import AsyncStep, Step, build_step
 from shared.topic_schema import batch_schema, row_fields
+
+#: Rows in flight for an asynchronous step that sets no concurrency of its own.
+DEFAULT_MAX_IN_FLIGHT = 32
 
 
 @dataclass
@@ -29,7 +32,14 @@ class PipelinePlan:
     @classmethod
     def build(cls, spec: PipelineSpec) -> PipelinePlan:
         parse_gates(spec.gates)  # a misspelt gate fails every command at once, not at the run's end
-        steps = {s.id: _build_step(s.step, s.params) for s in spec.steps}
+        steps = {s.id: build_step(s.step, s.params) for s in spec.steps}
+        for step_spec in spec.steps:
+            own = steps[step_spec.id].concurrency() if isinstance(steps[step_spec.id], AsyncStep) else None
+            if own is not None and step_spec.max_in_flight is not None:
+                raise ValueError(
+                    f"step {step_spec.id!r}: max_in_flight and the step's own concurrency ({own}) are both "
+                    "set; keep only the step's (e.g. max_concurrency)"
+                )
         fields = {SEEDS_STAGE: row_fields(load_avsc(spec.seed_schema)["fields"])}
         added: list[list[dict[str, Any]]] = []
         for step_spec in spec.steps:
@@ -67,26 +77,21 @@ class PipelinePlan:
             control_topic=self.spec.control_topic,
             state_topic_prefix=self.spec.state_topic_prefix(step_id),
             error_policy=spec.error_policy,
-            max_in_flight=spec.max_in_flight,
+            max_in_flight=self.max_in_flight(step_id),
             max_buffered_rows=spec.max_buffered_rows,
             partition_by=spec.partition_by,
         )
+
+    def max_in_flight(self, step_id: str) -> int:
+        """One knob: the step's own concurrency, else the pipeline's max_in_flight, else 32."""
+        step = self.steps[step_id]
+        own = step.concurrency() if isinstance(step, AsyncStep) else None
+        return own or self.spec.step(step_id).max_in_flight or DEFAULT_MAX_IN_FLIGHT
 
     def seed_model(self) -> type[BaseModel]:
         model = _import(self.spec.seed_model)
         assert issubclass(model, BaseModel)
         return model
-
-
-def _build_step(name: str, params: dict[str, Any]) -> Step:
-    """A catalogue step by name, or a user's own `package.module:StepClass`."""
-    if ":" not in name:
-        from services.registry import build_step  # the catalogue imports every step's dependencies
-
-        return build_step(name, params)
-    step_class = _import(name)
-    assert issubclass(step_class, Step), f"{name} is not a shared.step.Step"
-    return step_class(**params)
 
 
 def _import(dotted: str) -> Any:

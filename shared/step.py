@@ -1,27 +1,55 @@
 """The contract between a pipeline step and the runtime that moves its rows.
 
 A step is pure row logic: it never imports Kafka. The runtime calls `process_row` once per
-row so that error policies (FAIL_FAST / IGNORE / COLLECT) can act on the one failing row.
+row so that error policies (FAIL_FAST / IGNORE / COLLECT) can act on the one failing row; a
+step returns the row (changed or not), None to drop it, or a list of rows (one-to-many).
 State that must survive a restart (dedup keys, the generation cache) goes through a
 `StateStore` the runtime hands over in `open`; the runtime decides where it lives.
+
+What a step adds to a row is declared next to its code: `outputs` names the fields, and the
+Avro record at `schema` (by default `schemas/steps/<name>.avsc`) types them. The two are
+checked against each other when a pipeline loads, and rows are written strictly, so a field
+a step emits without declaring it is an error, never a column silently lost.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Literal, Protocol
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.registry import Registry
+from shared.schemas import load_avsc, load_avsc_file
 
 Row = dict[str, Any]
+
+#: Marks a param that changes how fast or how robustly a step works, not what it outputs.
+OPERATIONAL = "operational"
+
+
+def operational(default: Any = ..., **kwargs: Any) -> Any:
+    """A params field that never changes a step's signature (concurrency, timeouts, retries):
+    changing it must not make `replay --from auto` recompute, nor pay a teacher again."""
+    return Field(default, json_schema_extra={OPERATIONAL: True}, **kwargs)
 
 
 class StepParams(BaseModel):
     """Base for a step's parameters; unknown keys are a configuration error."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @classmethod
+    def operational_fields(cls) -> set[str]:
+        return {
+            name
+            for name, info in cls.model_fields.items()
+            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(OPERATIONAL)
+        }
 
 
 class StateStore(Protocol):
@@ -50,49 +78,141 @@ class StepContext(Protocol):
         ...
 
 
-class Step(ABC):
-    """A synchronous, per-row transformation."""
+class StepContractError(ValueError):
+    """A step's declared outputs and its schema disagree (found when a pipeline loads)."""
+
+
+P = TypeVar("P", bound=StepParams)
+
+
+class Step(ABC, Generic[P]):
+    """A synchronous, per-row transformation. Subclass as `Step[MyParams]`."""
 
     name: ClassVar[str]
     Params: ClassVar[type[StepParams]] = StepParams
-    #: Avro field declarations (list of dicts) this step adds to the row; see `output_fields`.
+    #: The fields this step adds to a row, named as in its schema (`renamed` maps them to the
+    #: names its params choose).
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: The Avro record typing `outputs`: a path, an inline record, or None for
+    #: `schemas/steps/<name>.avsc`.
+    schema: ClassVar[Path | dict[str, Any] | None] = None
     is_async: ClassVar[bool] = False
+    params: P
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # `class X(Step[XParams])` is enough: Params follows from the type argument.
+        if "Params" not in cls.__dict__:
+            for base in getattr(cls, "__orig_bases__", ()):
+                origin = get_origin(base)
+                if isinstance(origin, type) and issubclass(origin, Step):
+                    (params,) = get_args(base)
+                    if isinstance(params, type) and issubclass(params, StepParams):
+                        cls.Params = params
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
-        self.params = params if params is not None else self.Params(**kwargs)
+        self.params = params if params is not None else self.Params(**kwargs)  # type: ignore[assignment]
 
-    def open(self, ctx: StepContext) -> None:  # noqa: B027 - optional hook
+    def open(self, ctx: StepContext) -> None:
         """Acquire state stores or clients; called once before the first row."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release what `open` acquired."""
 
     def signature(self) -> str:
-        """Identity of the step's behaviour: its name and params, stable across runs."""
-        blob = json.dumps(
-            {"step": self.name, "params": self.params.model_dump(mode="json")},
-            sort_keys=True,
-            separators=(",", ":"),
-        )
+        """Identity of the step's behaviour: its name and the params that decide its output,
+        stable across runs (operational params are left out)."""
+        params = self.params.model_dump(mode="json", exclude=self.Params.operational_fields())
+        blob = json.dumps({"step": self.name, "params": params}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
+
+    # -- outputs ---------------------------------------------------------------------------------
+    def renamed(self) -> dict[str, str]:
+        """Output names chosen by params: {declared name: name in the row}."""
+        return {}
+
+    def active_outputs(self) -> tuple[str, ...]:
+        """The declared outputs this configuration adds (a mode may add fewer)."""
+        return self.outputs
+
+    @classmethod
+    def schema_fields(cls) -> list[dict[str, Any]]:
+        """The fields of the step's schema, checked against `outputs` both ways."""
+        if not cls.outputs:
+            return []
+        where: str
+        if isinstance(cls.schema, dict):
+            record, where = cls.schema, "its inline schema"
+        elif cls.schema is not None:
+            record, where = load_avsc_file(cls.schema), str(cls.schema)
+        else:
+            where = f"schemas/steps/{cls.name}.avsc"
+            try:
+                record = load_avsc(f"steps/{cls.name}.avsc")
+            except FileNotFoundError:
+                raise StepContractError(
+                    f"step {cls.name!r} declares outputs {list(cls.outputs)} but {where} does not exist"
+                ) from None
+        fields: list[dict[str, Any]] = record.get("fields", [])
+        names = [f["name"] for f in fields]
+        undeclared = sorted(set(names) - set(cls.outputs))
+        untyped = sorted(set(cls.outputs) - set(names))
+        if undeclared or untyped:
+            raise StepContractError(
+                f"step {cls.name!r}: outputs {list(cls.outputs)} and {where} disagree"
+                + (f"; not in the schema: {untyped}" if untyped else "")
+                + (f"; not declared in `outputs`: {undeclared}" if undeclared else "")
+            )
+        return fields
 
     def output_fields(self) -> list[dict[str, Any]]:
         """Avro fields (name, type, default) this step adds to each row it emits."""
-        return []
+        active = self.active_outputs()
+        rename = self.renamed()
+        out = []
+        for field in self.schema_fields():
+            if field["name"] in active:
+                out.append(field | {"name": rename.get(field["name"], field["name"])})
+        return out
 
     @abstractmethod
-    def process_row(self, row: Row) -> Row | None:
-        """Return the transformed row, or None to drop it. Raise to report a row error."""
+    def process_row(self, row: Row) -> Row | list[Row] | None:
+        """The transformed row, None to drop it, or several rows. Raise to report a row error."""
 
 
-class AsyncStep(Step):
+class AsyncStep(Step[P]):
     """A per-row step that awaits I/O (the teacher); the runtime runs many rows at once."""
 
     is_async: ClassVar[bool] = True
 
-    def process_row(self, row: Row) -> Row | None:
+    def process_row(self, row: Row) -> Row | list[Row] | None:
         raise TypeError(f"{self.name} is asynchronous: call process_row_async")
 
+    def concurrency(self) -> int | None:
+        """Rows the step wants in flight at once (its own limit, e.g. an endpoint's), or None to
+        leave it to the pipeline's `max_in_flight`."""
+        return None
+
     @abstractmethod
-    async def process_row_async(self, row: Row) -> Row | None:
+    async def process_row_async(self, row: Row) -> Row | list[Row] | None:
         """Like `process_row`, awaited concurrently up to the service's in-flight cap."""
+
+
+#: The step catalogue: entry points of group `fastdistill.steps`, and `@STEPS.register(name)`.
+STEPS: Registry[type[Step[Any]]] = Registry("fastdistill.steps", "step")
+
+
+def step_class(name: str) -> type[Step[Any]]:
+    """A catalogue step by name, or a user's own `package.module:StepClass`."""
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        found = getattr(importlib.import_module(module), attr)
+        if not (isinstance(found, type) and issubclass(found, Step)):
+            raise TypeError(f"{name} is not a shared.step.Step")
+        return found
+    return STEPS.get(name)
+
+
+def build_step(name: str, params: dict[str, Any] | None = None) -> Step[Any]:
+    """A step configured with `params` (validated by the step's own Params model)."""
+    return step_class(name)(**(params or {}))

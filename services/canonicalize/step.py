@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 
@@ -28,13 +27,12 @@ class CanonicalizeParams(StepParams):
     drop_nulls: bool = True
 
 
-class CanonicalizeStep(Step):
+class CanonicalizeStep(Step[CanonicalizeParams]):
     name: ClassVar[str] = "canonicalize"
-    Params: ClassVar[type[StepParams]] = CanonicalizeParams
-    params: CanonicalizeParams
+    outputs: ClassVar[tuple[str, ...]] = ("canonical_input",)
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name, {"canonical_input": self.params.output})
+    def renamed(self) -> dict[str, str]:
+        return {"canonical_input": self.params.output}
 
     def process_row(self, row: Row) -> Row | None:
         p = self.params

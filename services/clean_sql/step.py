@@ -8,9 +8,8 @@ less so, a line that merely starts with a keyword least of all.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 _TAGS = "think|analysis|reasoning"
@@ -98,13 +97,12 @@ class CleanSqlParams(StepParams):
     output: str = "sql"
 
 
-class CleanSqlStep(Step):
+class CleanSqlStep(Step[CleanSqlParams]):
     name: ClassVar[str] = "clean_sql"
-    Params: ClassVar[type[StepParams]] = CleanSqlParams
-    params: CleanSqlParams
+    outputs: ClassVar[tuple[str, ...]] = ("sql",)
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name, {"sql": self.params.output})
+    def renamed(self) -> dict[str, str]:
+        return {"sql": self.params.output}
 
     def process_row(self, row: Row) -> Row | None:
         text = row.get(self.params.field)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from shared.schemas import step_fields
 from shared.step import Row, StateStore, Step, StepContext, StepParams
 
 SEEN = b"1"
@@ -26,10 +25,9 @@ class DedupParams(StepParams):
     mode: Literal["drop", "flag"] = "drop"
 
 
-class DedupStep(Step):
+class DedupStep(Step[DedupParams]):
     name: ClassVar[str] = "dedup"
-    Params: ClassVar[type[StepParams]] = DedupParams
-    params: DedupParams
+    outputs: ClassVar[tuple[str, ...]] = ("is_duplicate",)
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
@@ -42,8 +40,8 @@ class DedupStep(Step):
     def close(self) -> None:
         self._store = None
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name) if self.params.mode == "flag" else []
+    def active_outputs(self) -> tuple[str, ...]:
+        return self.outputs if self.params.mode == "flag" else ()
 
     def process_row(self, row: Row) -> Row | None:
         key = row.get(self.params.field)

@@ -12,10 +12,8 @@ class FilterByBoolParams(StepParams):
     value: bool = True
 
 
-class FilterByBoolStep(Step):
+class FilterByBoolStep(Step[FilterByBoolParams]):
     name: ClassVar[str] = "filter_by_bool"
-    Params: ClassVar[type[StepParams]] = FilterByBoolParams
-    params: FilterByBoolParams
 
     def process_row(self, row: Row) -> Row | None:
         # Strict equality: an absent field, null or a truthy non-bool is not `True`.

@@ -6,12 +6,11 @@ The package is `hashing` so that it does not shadow the builtin `hash`; the step
 from __future__ import annotations
 
 import hashlib
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 
 from services.canonicalize.step import canonical_json
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 
@@ -20,13 +19,12 @@ class HashParams(StepParams):
     output: str = "sample_id"
 
 
-class HashStep(Step):
+class HashStep(Step[HashParams]):
     name: ClassVar[str] = "hash"
-    Params: ClassVar[type[StepParams]] = HashParams
-    params: HashParams
+    outputs: ClassVar[tuple[str, ...]] = ("sample_id",)
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name, {"sample_id": self.params.output})
+    def renamed(self) -> dict[str, str]:
+        return {"sample_id": self.params.output}
 
     def process_row(self, row: Row) -> Row | None:
         missing = [f for f in self.params.fields if f not in row]

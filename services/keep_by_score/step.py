@@ -5,9 +5,8 @@ Like rule_filter it marks rather than drops, so the quality report sees every ro
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 
@@ -16,13 +15,9 @@ class KeepByScoreParams(StepParams):
     min_score: float = 0.5
 
 
-class KeepByScoreStep(Step):
+class KeepByScoreStep(Step[KeepByScoreParams]):
     name: ClassVar[str] = "keep_by_score"
-    Params: ClassVar[type[StepParams]] = KeepByScoreParams
-    params: KeepByScoreParams
-
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name)
+    outputs: ClassVar[tuple[str, ...]] = ("keep",)
 
     def process_row(self, row: Row) -> Row | None:
         score = row.get(self.params.field)

@@ -10,7 +10,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 
@@ -26,13 +25,9 @@ class RuleFilterParams(StepParams):
         return self
 
 
-class RuleFilterStep(Step):
+class RuleFilterStep(Step[RuleFilterParams]):
     name: ClassVar[str] = "rule_filter"
-    Params: ClassVar[type[StepParams]] = RuleFilterParams
-    params: RuleFilterParams
-
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name)
+    outputs: ClassVar[tuple[str, ...]] = ("keep", "reject_reason")
 
     def reason(self, value: Any) -> str:
         if value is None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 
@@ -12,13 +11,12 @@ class ScoreParams(StepParams):
     output: str = "teacher_score"
 
 
-class ScoreStep(Step):
+class ScoreStep(Step[ScoreParams]):
     name: ClassVar[str] = "score"
-    Params: ClassVar[type[StepParams]] = ScoreParams
-    params: ScoreParams
+    outputs: ClassVar[tuple[str, ...]] = ("teacher_score",)
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name, {"teacher_score": self.params.output})
+    def renamed(self) -> dict[str, str]:
+        return {"teacher_score": self.params.output}
 
     def process_row(self, row: Row) -> Row | None:
         if row.get("gold_match") is True:

@@ -33,7 +33,6 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from shared.schemas import step_fields
 from shared.step import Row, Step, StepParams
 
 _ALLOWED_ACTIONS = frozenset(
@@ -128,10 +127,9 @@ class SqlEvalParams(StepParams):
     )
 
 
-class SqlEvalStep(Step):
+class SqlEvalStep(Step[SqlEvalParams]):
     name: ClassVar[str] = "sql_eval"
-    Params: ClassVar[type[StepParams]] = SqlEvalParams
-    params: SqlEvalParams
+    outputs: ClassVar[tuple[str, ...]] = ("exec_pass", "exec_error", "result_signature", "gold_match")
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
@@ -142,9 +140,6 @@ class SqlEvalStep(Step):
         self._steps_left = 0
         self._interrupted_by = ""
         self._gold: OrderedDict[str, GoldResult] = OrderedDict()
-
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields(self.name)
 
     def close(self) -> None:
         with self._lock:

@@ -36,8 +36,7 @@ from tenacity import (
 
 from services.teacher import metrics
 from services.teacher.limiter import AimdLimiter
-from shared.schemas import step_fields
-from shared.step import AsyncStep, Row, StateStore, StepContext, StepParams
+from shared.step import AsyncStep, Row, StateStore, StepContext, StepParams, operational
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +73,15 @@ class TeacherParams(StepParams):
     system_prompt_field: str | None = "system_prompt"
     decode_profile_field: str | None = "decode_profile"
     output: str = "generation"
-    max_concurrency: int = Field(32, ge=1)
-    min_concurrency: int = Field(1, ge=1)
-    increase_every: int = Field(8, ge=1, description="successes per +1 of the concurrency limit")
-    max_retries: int = Field(6, ge=0, description="retries after the first attempt")
-    request_timeout_s: float = Field(30.0, gt=0)
-    backoff_base_s: float = Field(0.5, gt=0)
-    backoff_max_s: float = Field(20.0, gt=0)
-    max_retry_after_s: float = Field(60.0, ge=0, description="cap on a server's Retry-After")
+    # How fast and how robustly rows are fetched, never what they become: out of the signature.
+    max_concurrency: int = operational(32, ge=1)
+    min_concurrency: int = operational(1, ge=1)
+    increase_every: int = operational(8, ge=1, description="successes per +1 of the concurrency limit")
+    max_retries: int = operational(6, ge=0, description="retries after the first attempt")
+    request_timeout_s: float = operational(30.0, gt=0)
+    backoff_base_s: float = operational(0.5, gt=0)
+    backoff_max_s: float = operational(20.0, gt=0)
+    max_retry_after_s: float = operational(60.0, ge=0, description="cap on a server's Retry-After")
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -105,10 +105,16 @@ def retry_after_s(headers: Any) -> float | None:
         return None
 
 
-class TeacherStep(AsyncStep):
+class TeacherStep(AsyncStep[TeacherParams]):
     name: ClassVar[str] = "teacher"
-    Params: ClassVar[type[StepParams]] = TeacherParams
-    params: TeacherParams
+    outputs: ClassVar[tuple[str, ...]] = (
+        "generation",
+        "teacher_model",
+        "teacher_cached",
+        "teacher_latency_ms",
+        "prompt_tokens",
+        "completion_tokens",
+    )
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
@@ -140,8 +146,11 @@ class TeacherStep(AsyncStep):
             await self._client.close()
         self.close()
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return step_fields("teacher", {"generation": self.params.output})
+    def renamed(self) -> dict[str, str]:
+        return {"generation": self.params.output}
+
+    def concurrency(self) -> int:
+        return self.params.max_concurrency
 
     def generation_signature(self) -> str:
         """What decides a generation (not how fast it is fetched): the cache key's prefix."""

@@ -102,20 +102,58 @@ class Emitter:
         for row in rows:
             groups[self._output_partition(pm.partition, row)].append(row)
         lineage = [*pm.lineage, self.signature]
-        too_large: list[tuple[Row, int]] = []
+        rejected: list[tuple[Row, str, str]] = []
         for partition, group in sorted(groups.items()):
-            too_large += self._batch(pm.run_id or "", partition, lineage, group, None, out)
-        for row, size in too_large:
+            try:
+                too_large = self._batch(pm.run_id or "", partition, lineage, group, None, out)
+            except (ValueError, TypeError, OverflowError):
+                # A row that does not fit the stage's schema: find it, so one bad row costs a dead
+                # letter instead of a service that fails on the same input at every restart.
+                group, violations = self._schema_violations(group)
+                rejected += violations
+                too_large = self._batch(pm.run_id or "", partition, lineage, group, None, out)
+            rejected += [
+                (row, "MessageTooLarge", too_large_message(size, self.max_message_bytes))
+                for row, size in too_large
+            ]
+        for row, error_type, message in rejected:
             record = dead_letter(
                 step=self.w.stage,
-                error_type="MessageTooLarge",
-                error_message=too_large_message(size, self.max_message_bytes),
+                error_type=error_type,
+                error_message=message,
                 run_id=pm.run_id,
                 row=row,
                 source=(pm.topic, pm.partition, pm.offset),
             )
             out.append(self._dead_letter_record(record))
-        return len(too_large)
+        return len(rejected)
+
+    def _schema_violations(self, rows: list[Row]) -> tuple[list[Row], list[tuple[Row, str, str]]]:
+        """(rows that encode, [(row, error type, reason)] for those that do not)."""
+        assert self.w.output_schema is not None
+        good: list[Row] = []
+        bad: list[tuple[Row, str, str]] = []
+        for row in rows:
+            record = {
+                "run_id": "",
+                "stage": self.w.stage,
+                "producer": "",
+                "batch_seq": 0,
+                "lineage": [],
+                "rows": [row],
+                "end_of_run": None,
+            }
+            try:
+                self.serde.encode(self.w.output_schema, record)
+            except (ValueError, TypeError, OverflowError) as exc:
+                reason = (
+                    f"the row does not fit the schema of stage {self.w.stage!r}: {exc} "
+                    "(a step declares what it adds in `outputs` and its .avsc)"
+                )
+                bad.append((row, "SchemaViolation", reason))
+            else:
+                good.append(row)
+        return good, bad
 
     def _output_partition(self, input_partition: int, row: Row) -> int:
         if self.w.partition_by is None:

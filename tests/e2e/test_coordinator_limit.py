@@ -23,7 +23,7 @@ LIMIT = 20
 
 
 def test_limited_run_stops_early_with_exactly_n_rows(tmp_path: Path, kafka_bootstrap: str) -> None:
-    path = pipeline_copy(tmp_path, gates={"min_total": LIMIT}, max_in_flight=4)
+    path = pipeline_copy(tmp_path, gates={"min_total": LIMIT}, max_concurrency=4)
     with running_pipeline(tmp_path, kafka_bootstrap, path, latency="fixed:300") as pipe:
         spec, run_id = pipe.spec, f"limited-{uuid.uuid4().hex[:6]}"
         pipe.produce_all(SEEDS, run_id, "--limit", str(LIMIT))

@@ -9,10 +9,9 @@ from typing import Any
 import fastavro
 import yaml
 
-from services.registry import build_step
 from services.seeds import Seed
 from shared.schemas import load_avsc
-from shared.step import Row, Step
+from shared.step import Row, Step, build_step
 from shared.topic_schema import row_fields
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "text2sql"

@@ -19,13 +19,13 @@ class TextSeed(BaseModel):
     fail: bool = False
 
 
-class Shout(Step):
+class Shout(Step[StepParams]):
     """Upper-cases `text`; a row with `fail` set raises, to exercise the error policies."""
 
     name = "shout"
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return [{"name": "shout", "type": "string"}]
+    outputs = ("shout",)
+    schema = {"type": "record", "name": "ShoutFields", "fields": [{"name": "shout", "type": "string"}]}
 
     def process_row(self, row: Row) -> Row | None:
         if row["fail"]:
@@ -39,15 +39,14 @@ class StampParams(StepParams):
     row_cost_s: float = 0.0
 
 
-class Stamp(Step):
+class Stamp(Step[StampParams]):
     name = "stamp"
-    Params = StampParams
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return [{"name": "stamp", "type": "string"}]
+    outputs = ("stamp",)
+    schema = {"type": "record", "name": "StampFields", "fields": [{"name": "stamp", "type": "string"}]}
 
     def process_row(self, row: Row) -> Row | None:
-        until = time.perf_counter() + self.params.row_cost_s  # type: ignore[attr-defined]
+        until = time.perf_counter() + self.params.row_cost_s
         while time.perf_counter() < until:
             pass
         return row | {"stamp": hashlib.sha256(row["shout"].encode()).hexdigest()}
@@ -57,17 +56,16 @@ class SlowParams(StepParams):
     delay_s: float = 0.05
 
 
-class Slow(AsyncStep):
+class Slow(AsyncStep[SlowParams]):
     """Awaits `delay_s` per row: a slow teacher stand-in for backpressure tests."""
 
     name = "slow"
-    Params = SlowParams
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return [{"name": "slow", "type": "boolean"}]
+    outputs = ("slow",)
+    schema = {"type": "record", "name": "SlowFields", "fields": [{"name": "slow", "type": "boolean"}]}
 
     async def process_row_async(self, row: Row) -> Row | None:
-        await asyncio.sleep(self.params.delay_s)  # type: ignore[attr-defined]
+        await asyncio.sleep(self.params.delay_s)
         return row | {"slow": True}
 
 
@@ -75,30 +73,29 @@ class SplitParams(StepParams):
     parts: int = 3
 
 
-class Split(Step):
+class Split(Step[SplitParams]):
     """One row in, `parts` rows out (one-to-many), each with its index."""
 
     name = "split"
-    Params = SplitParams
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return [{"name": "part", "type": "int"}]
+    outputs = ("part",)
+    schema = {"type": "record", "name": "SplitFields", "fields": [{"name": "part", "type": "int"}]}
 
     def process_row(self, row: Row) -> list[Row]:
-        return [row | {"part": i} for i in range(self.params.parts)]  # type: ignore[attr-defined]
+        return [row | {"part": i} for i in range(self.params.parts)]
 
 
 #: source_index -> an event the row waits for (tests open the gates in the order they choose)
 GATES: dict[int, asyncio.Event] = {}
 
 
-class Gated(AsyncStep):
+class Gated(AsyncStep[StepParams]):
     """Finishes a row when the test opens its gate (rows without a gate finish at once)."""
 
     name = "gated"
 
-    def output_fields(self) -> list[dict[str, Any]]:
-        return [{"name": "gated", "type": "boolean"}]
+    outputs = ("gated",)
+    schema = {"type": "record", "name": "GatedFields", "fields": [{"name": "gated", "type": "boolean"}]}
 
     async def process_row_async(self, row: Row) -> Row | None:
         gate = GATES.get(row["source_index"])
@@ -109,7 +106,7 @@ class Gated(AsyncStep):
         return row | {"gated": True}
 
 
-class FirstText(Step):
+class FirstText(Step[StepParams]):
     """Keeps the first row of each text (a dedup in miniature: transactional state)."""
 
     name = "first_text"
@@ -117,9 +114,6 @@ class FirstText(Step):
     def open(self, ctx: Any) -> None:
         self.seen = ctx.state_store("seen")
         self.paid = ctx.state_store("paid", durable_immediately=True, scope="global")
-
-    def output_fields(self) -> list[dict[str, Any]]:
-        return []
 
     def process_row(self, row: Row) -> Row | None:
         self.paid.put(row["text"], b"1")

@@ -18,7 +18,7 @@ import pytest
 
 from fastdistill.plan import PipelinePlan
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
-from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.progress import PROGRESS_SCHEMA, Progress
 from shared.runtime.runner import RunnerSettings, StepFailed, StepRunner
 from shared.runtime.transport import TopicPartition, TransportFatal
@@ -339,10 +339,7 @@ def test_fail_fast_stops_the_runner_and_commits_nothing_of_that_message(step: st
 def test_undecodable_and_foreign_records_are_dead_lettered_with_their_bytes() -> None:
     h = Harness("tests.runtime.steps:Shout")
     h.raw(b"\x00garbage")
-    wrong = h.serde.encode(
-        DEAD_LETTER_SCHEMA,
-        {"run_id": "x", "step": "s", "error_type": "E", "error_message": "m", "created_at_ms": 0},
-    )
+    wrong = h.serde.encode(DEAD_LETTER_SCHEMA, dead_letter(step="s", error_type="E", error_message="m"))
     h.raw(wrong, 1)
     h.batch("r", rows(0, 2), 0)
     h.end("r")
@@ -529,3 +526,28 @@ def test_health_and_metrics_are_served_while_the_service_runs() -> None:
     assert healthy == {"ok": True, "step": "s", "code": 200}
     assert sick == 503
     assert b"fd_rows_in_total" in metrics_body
+
+
+class Sloppy(steps.Shout):
+    """Adds a field it never declared, and on some rows a wrong type: a buggy step."""
+
+    def process_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        out = row | {"shout": row["text"].upper()}
+        if row["source_index"] == 1:
+            out["undeclared"] = True
+        if row["source_index"] == 2:
+            out["shout"] = 42
+        return out
+
+
+def test_rows_that_do_not_fit_the_schema_are_dead_lettered_not_a_crash_loop() -> None:
+    h = Harness("tests.runtime.test_runner_core:Sloppy")
+    h.batch("r", rows(0, 4), 0)
+    h.end("r")
+    h.run(lambda: h.markers() == PARTITIONS * PARTITIONS)
+    assert sorted(r["source_index"] for r in h.out_rows()) == [0, 3]
+    letters = {d["row_index"]: d for d in h.dead_letters()}
+    assert set(letters) == {1, 2}
+    assert {d["error_type"] for d in letters.values()} == {"SchemaViolation"}
+    assert "more fields than the schema specifies: undeclared" in letters[1]["error_message"]
+    assert h.totals()["rows_errored"] == 2

@@ -16,6 +16,7 @@ from fastdistill.services.step import StepService
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
+from shared.runtime.dead_letter import dead_letter
 from shared.runtime.runner import StepFailed
 from tests.runtime.harness import create_topics, markers_of, produce_rows, read_all, rows_of, write_pipeline
 
@@ -127,16 +128,7 @@ def test_garbage_and_wrong_schema_bytes_go_to_the_dlq(
     seeds = spec.topic(SEEDS_STAGE)
     # Garbage, a valid record of the wrong schema (a dead letter), then valid rows.
     producer.produce(seeds, value=b"\x00garbage", partition=0)
-    wrong = serde.encode(
-        "dead_letter",
-        {
-            "run_id": "x",
-            "step": "s",
-            "error_type": "E",
-            "error_message": "m",
-            "created_at_ms": 0,
-        },
-    )
+    wrong = serde.encode("dead_letter", dead_letter(step="s", error_type="E", error_message="m"))
     producer.produce(seeds, value=wrong, partition=1)
     producer.produce(
         seeds,

@@ -1,15 +1,18 @@
-"""The step catalogue: names, construction, readable errors, and the example pipeline's params."""
+"""The step catalogue and the step contract: names, construction, readable errors, declared
+outputs checked against schemas, signatures that ignore operational params."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import yaml
 
-from services.registry import STEPS, build_step
 from services.teacher.step import TeacherStep
-from shared.step import Step
+from shared.pipeline import PipelineSpec
+from shared.registry import Registry, UnknownName
+from shared.step import STEPS, Row, Step, StepContractError, StepParams, build_step, operational, step_class
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "text2sql" / "pipeline.yaml"
 CATALOGUE = {
@@ -18,11 +21,13 @@ CATALOGUE = {
 }  # fmt: skip
 
 
-def test_catalogue_names() -> None:
-    assert set(STEPS) == CATALOGUE
-    assert STEPS["teacher"] is TeacherStep
-    for name, step_class in STEPS.items():
-        assert issubclass(step_class, Step) and step_class.name == name
+def test_catalogue_names_come_from_entry_points() -> None:
+    assert set(STEPS.names()) >= CATALOGUE
+    assert STEPS.get("teacher") is TeacherStep
+    for name in CATALOGUE:
+        cls = STEPS.get(name)
+        assert issubclass(cls, Step) and cls.name == name
+        cls.schema_fields()  # every built-in step's outputs agree with its schema
 
 
 def test_build_step_validates_params() -> None:
@@ -33,11 +38,16 @@ def test_build_step_validates_params() -> None:
 
 
 def test_unknown_step_lists_known_ones() -> None:
-    with pytest.raises(KeyError) as info:
+    with pytest.raises(UnknownName) as info:
         build_step("sql_evaluate", {})
     message = str(info.value)
-    assert message.startswith("unknown step 'sql_evaluate'; known steps: canonicalize, clean_sql")
+    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, clean_sql")
     assert "teacher" in message
+
+
+def test_a_dotted_path_must_name_a_step() -> None:
+    with pytest.raises(TypeError, match=r"is not a shared\.step\.Step"):
+        step_class("shared.step:StepParams")
 
 
 def test_example_pipeline_builds_with_these_params() -> None:
@@ -46,3 +56,97 @@ def test_example_pipeline_builds_with_these_params() -> None:
         step = build_step(entry["step"], entry.get("params") or {})
         for field in step.output_fields():
             assert {"name", "type"} <= set(field)
+
+
+def test_a_registry_takes_decorated_items_and_refuses_a_second_owner() -> None:
+    registry: Registry[type] = Registry("fastdistill.tests-nothing", "widget")
+
+    @registry.register("w")
+    class W:
+        pass
+
+    assert registry.get("w") is W and "w" in registry and registry.names() == ["w"]
+    registry.add("w", W)  # the same thing again is fine
+    with pytest.raises(ValueError, match="widget 'w' is registered twice"):
+        registry.add("w", int)
+    with pytest.raises(UnknownName, match="unknown widget 'x'; known: w"):
+        registry.get("x")
+
+
+class EchoParams(StepParams):
+    output: str = "echo"
+    workers: int = operational(4, ge=1)
+
+
+class Echo(Step[EchoParams]):
+    name: ClassVar[str] = "echo"
+    outputs: ClassVar[tuple[str, ...]] = ("echo",)
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "record",
+        "name": "EchoFields",
+        "fields": [{"name": "echo", "type": "string"}],
+    }
+
+    def renamed(self) -> dict[str, str]:
+        return {"echo": self.params.output}
+
+    def process_row(self, row: Row) -> Row:
+        return row | {self.params.output: str(row)}
+
+
+def test_params_follow_the_type_argument_and_outputs_are_renamed() -> None:
+    assert Echo.Params is EchoParams
+    step = Echo(output="copy")
+    assert step.params.output == "copy"
+    assert step.output_fields() == [{"name": "copy", "type": "string"}]
+
+
+def test_operational_params_do_not_change_the_signature() -> None:
+    assert Echo(workers=1).signature() == Echo(workers=16).signature()
+    assert Echo(output="a").signature() != Echo(output="b").signature()
+    assert EchoParams.operational_fields() == {"workers"}
+    teacher = TeacherStep.Params.operational_fields()
+    assert {"max_concurrency", "max_retries", "request_timeout_s"} <= teacher
+    assert TeacherStep(max_concurrency=2).signature() == TeacherStep(max_concurrency=64).signature()
+
+
+def test_outputs_and_schema_must_agree_both_ways() -> None:
+    class Undeclared(Echo):
+        name: ClassVar[str] = "undeclared"
+        outputs: ClassVar[tuple[str, ...]] = ()
+        schema: ClassVar[dict[str, Any]] = Echo.schema
+
+    assert Undeclared().output_fields() == []  # declares nothing: adds nothing
+
+    class Untyped(Echo):
+        name: ClassVar[str] = "untyped"
+        outputs: ClassVar[tuple[str, ...]] = ("echo", "extra")
+
+    with pytest.raises(StepContractError, match=r"not in the schema: \['extra'\]"):
+        Untyped().output_fields()
+
+    class Missing(Echo):
+        name: ClassVar[str] = "no_such_schema_file"
+        schema: ClassVar[None] = None
+
+    with pytest.raises(StepContractError, match=r"schemas/steps/no_such_schema_file.avsc does not exist"):
+        Missing().output_fields()
+
+    class Extra(Echo):
+        name: ClassVar[str] = "extra"
+        schema: ClassVar[dict[str, Any]] = {
+            "type": "record",
+            "name": "X",
+            "fields": [{"name": "echo", "type": "string"}, {"name": "more", "type": "int"}],
+        }
+
+    with pytest.raises(StepContractError, match=r"not declared in `outputs`: \['more'\]"):
+        Extra().output_fields()
+
+
+@pytest.mark.parametrize(
+    "reserved", ["seeds", "dlq", "control", "runs", "progress", "gates", "sink", "coordinator"]
+)
+def test_reserved_step_ids_are_refused(reserved: str) -> None:
+    with pytest.raises(ValueError, match=f"step id {reserved!r} is reserved"):
+        PipelineSpec.model_validate({"name": "p", "steps": [{"id": reserved, "step": "score"}]})

@@ -67,8 +67,9 @@ def test_generation_signature_ignores_speed_knobs() -> None:
     assert TeacherStep(model="other").generation_signature() != base
     assert TeacherStep(prompt_template="Q: {instruction}").generation_signature() != base
     assert TeacherStep(system_prompt_field=None).generation_signature() != base
-    # The lineage signature, by contrast, covers every param.
-    assert TeacherStep(max_concurrency=4).signature() != TeacherStep().signature()
+    # The lineage signature leaves operational params out too, but names the endpoint.
+    assert TeacherStep(max_concurrency=4, max_retries=1).signature() == TeacherStep().signature()
+    assert TeacherStep(base_url="http://elsewhere/v1").signature() != TeacherStep().signature()
 
 
 def test_output_fields_follow_the_output_param() -> None:
