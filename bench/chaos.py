@@ -241,7 +241,7 @@ def run_pipeline(
 
 
 def _dataset(spec: PipelineSpec, run_id: str) -> list[dict[str, Any]]:
-    path = run_dir(spec, run_id) / spec.final_stage / "data.jsonl"
+    path = run_dir(spec, run_id) / spec.primary_leaf / "data.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 

@@ -1,17 +1,19 @@
 """Replaying a finished run from any step as a new run.
 
-The input of step S is the upstream stage's topic, which holds every batch of every run. A replay
-reads the original run's batches there (read_committed, until the end-of-run markers of every
-partition), and re-produces them under a new run id onto the same topic and partitions, in one
-transaction, followed by its own end-of-run markers: S and the steps after it recompute the run,
-the steps before S never see it. Every re-produced record carries two Kafka headers naming the
-original run and S; the coordinator reads them to know the run starts at S's input stage, so it
-waits for no earlier stage and records the lineage in the run's state and reports.
+A replay from step S recomputes S and every step downstream of it. The stages those steps read
+from outside that set (S's inputs, and in a DAG the other side of a join below S) hold every
+batch of every run on their topics: the replay reads the original run's batches there
+(read_committed, until the end-of-run markers of every partition) and re-produces them under a
+new run id onto the same topics and partitions, in one transaction, followed by its own
+end-of-run markers. Every re-produced record carries two Kafka headers naming the original run
+and S: a step outside S's downstream that reads one of those topics (a sibling branch) skips
+them, and the coordinator knows the run starts there, waits for no other stage and records the
+lineage in the run's state and reports.
 
 Recomputing costs nothing where nothing changed: deterministic steps give the same rows, and the
-teacher's generation cache is keyed by (generation signature, sample_id), so only rows whose
-generation signature changed are paid for again. `--from auto` picks the first step whose
-signature (`Step.signature()`) differs from the lineage the original run's rows carry.
+teacher's generation cache is keyed by the request, so only rows whose request changed are paid
+for again. `--from auto` picks the first step whose signature (`Step.signature()`) differs from
+the one its own stage's records carry at the end of their lineage.
 """
 
 from __future__ import annotations
@@ -62,11 +64,13 @@ def replay_origin(headers: list[tuple[str, bytes | None]] | None) -> tuple[str, 
     return found[REPLAY_OF].decode(errors="replace"), found[FROM_STEP].decode(errors="replace")
 
 
-def changed_step(plan: PipelinePlan, lineage: list[str]) -> str | None:
-    """The first step whose signature is not the one at its place in `lineage` (None: all equal)."""
-    for position, spec in enumerate(plan.spec.steps):
-        if position >= len(lineage) or lineage[position] != plan.steps[spec.id].signature():
-            return spec.id
+def changed_step(plan: PipelinePlan, lineages: dict[str, list[str]]) -> str | None:
+    """The first step (in stage order) whose signature is not the last of the lineage its own
+    stage's records carry (`lineages`: stage -> a lineage read there); None: none changed."""
+    for step_id in plan.spec.topological_order():
+        lineage = lineages.get(step_id)
+        if not lineage or lineage[-1] != plan.steps[step_id].signature():
+            return step_id
     return None
 
 
@@ -139,11 +143,16 @@ def resolve_step(
     if from_step != AUTO:
         spec.step(from_step)  # KeyError naming the steps when it is not one
         return from_step
-    final = spec.final_stage
-    first = read_run(kafka, serde, spec.topic(final), plan.schema_name(final), replay_of, first_only=True)
-    if not first:
-        raise ReplayError(f"run {replay_of} has nothing on {spec.topic(final)} to read its lineage from")
-    step = changed_step(plan, list(first[0][1]["lineage"]))
+    lineages: dict[str, list[str]] = {}
+    for stage in spec.topological_order():
+        first = read_run(kafka, serde, spec.topic(stage), plan.schema_name(stage), replay_of, first_only=True)
+        if first:
+            lineages[stage] = list(first[0][1]["lineage"])
+    if not lineages:
+        raise ReplayError(
+            f"run {replay_of} has nothing on the topics of {spec.name} to read its lineage from"
+        )
+    step = changed_step(plan, lineages)
     if step is None:
         raise ReplayError(f"no step changed since run {replay_of}: name the step to replay from with --from")
     return step
@@ -167,39 +176,50 @@ def replay_run(
     if new_run in states:
         raise ReplayError(f"run {new_run} exists already")
     step = resolve_step(plan, kafka, serde, replay_of, from_step)
-    stage = spec.input_stage(step)
-    topic, schema = spec.topic(stage), plan.schema_name(stage)
-    records = read_run(kafka, serde, topic, schema, replay_of)
+    sources, _ = spec.replay_stages(step)
+    originals = {
+        stage: read_run(kafka, serde, spec.topic(stage), plan.schema_name(stage), replay_of)
+        for stage in sources
+    }
     producer = clients.transactional_producer(
-        kafka, f"fd-replay-{topic}-{new_run}", **{"transaction.timeout.ms": 300_000}
+        kafka, f"fd-replay-{spec.name}-{new_run}", **{"transaction.timeout.ms": 300_000}
     )
     producer.init_transactions(30)
     headers = replay_headers(replay_of, step)
-    rows_by_partition: dict[int, int] = {}
+    rows = batches = 0
     seq = 0
-
-    def send(partition: int, record: dict[str, Any]) -> None:
-        nonlocal seq
-        record |= {"run_id": new_run, "producer": "replay", "batch_seq": seq}
-        clients.produce(producer, topic, serde.encode(schema, record), new_run, partition, headers)
-        seq += 1
-
-    partitions = clients.partition_count(producer, topic)
-    # The markers carry the lineage too: a step takes its output's lineage from its input's.
-    lineage = records[0][1]["lineage"] if records else []
     producer.begin_transaction()
     try:
-        # Same partitions as the original: a step partitioned by key (dedup) meets each key once.
-        for partition, record in records:
-            if record["end_of_run"] is None:
-                rows_by_partition[partition] = rows_by_partition.get(partition, 0) + len(record["rows"])
-                send(partition, record)
-        for partition in range(partitions):
-            rows = rows_by_partition.get(partition, 0)
-            marker = {"source_partition": 0, "source_partitions": 1, "rows_before": rows}
-            send(partition, {"stage": stage, "lineage": lineage, "rows": [], "end_of_run": marker})
+        for stage, records in originals.items():
+            topic, schema = spec.topic(stage), plan.schema_name(stage)
+
+            def send(
+                partition: int, record: dict[str, Any], topic: str = topic, schema: str = schema
+            ) -> None:
+                nonlocal seq
+                record |= {"run_id": new_run, "producer": "replay", "batch_seq": seq}
+                clients.produce(producer, topic, serde.encode(schema, record), new_run, partition, headers)
+                seq += 1
+
+            rows_by_partition: dict[int, int] = {}
+            # Same partitions as the original: a step partitioned by key (dedup) meets each key once.
+            for partition, record in records:
+                if record["end_of_run"] is None:
+                    rows_by_partition[partition] = rows_by_partition.get(partition, 0) + len(record["rows"])
+                    send(partition, record)
+                    batches += 1
+            # The markers carry the lineage too: a step takes its output's lineage from its input's.
+            lineage = records[0][1]["lineage"] if records else []
+            for partition in range(clients.partition_count(producer, topic)):
+                marker = {
+                    "source_partition": 0,
+                    "source_partitions": 1,
+                    "rows_before": rows_by_partition.get(partition, 0),
+                }
+                send(partition, {"stage": stage, "lineage": lineage, "rows": [], "end_of_run": marker})
+            rows += sum(rows_by_partition.values())
         producer.commit_transaction(300)
     except BaseException:
         producer.abort_transaction(30)
         raise
-    return ReplaySummary(new_run, replay_of, step, stage, sum(rows_by_partition.values()), seq - partitions)
+    return ReplaySummary(new_run, replay_of, step, ", ".join(sources), rows, batches)

@@ -1,13 +1,17 @@
-"""The pipeline declaration (YAML): steps, their params, topics and gates.
+"""The pipeline declaration (YAML): a DAG of steps, their params, topics and gates.
 
-Steps form a chain: step i reads the topic step i-1 writes (the first reads the seeds
-topic). Topic names derive from the pipeline name so two pipelines never share topics;
-runs of one pipeline share its topics and are told apart by the run id in every batch.
+Each step reads the topics of the stages it names in `inputs` (default: the step before it,
+the seeds for the first, so a plain list of steps is a chain). Several steps may read one
+stage (fan-out, each its own consumer group); a step may read several (a join or a union); a
+step's `route` decides which of its successors get each row. Topic names derive from the
+pipeline name so two pipelines never share topics; runs of one pipeline share its topics
+and are told apart by the run id in every batch.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,46 @@ class ErrorPolicy(StrEnum):
     COLLECT = "COLLECT"
 
 
+class Condition(BaseModel):
+    """Which rows a route sends to one successor: a test on one field (absent reads as null)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    field: str
+    equals: Any = None
+    not_equals: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        given = [name for name in ("equals", "not_equals", "in_", "not_in") if name in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("a route condition has exactly one of equals, not_equals, in, not_in")
+        return self
+
+    def holds(self, row: dict[str, Any]) -> bool:
+        value = row.get(self.field)
+        if "equals" in self.model_fields_set:
+            return bool(value == self.equals)
+        if "not_equals" in self.model_fields_set:
+            return bool(value != self.not_equals)
+        if self.in_ is not None:
+            return value in self.in_
+        return value not in (self.not_in or [])
+
+
 class StepSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     step: str
     params: dict[str, Any] = Field(default_factory=dict)
+    #: The stages this step reads; None: the step listed before it (the seeds for the first).
+    inputs: list[str] | None = Field(default=None, min_length=1)
+    #: Which successors get each row: {successor id: condition}, or `package.module:function`
+    #: taking a row and returning the successor ids. None: every successor gets every row.
+    route: dict[str, Condition] | str | None = None
     error_policy: ErrorPolicy = ErrorPolicy.COLLECT
     #: Rows processed at once by an asynchronous step; a step with a concurrency of its own (an
     #: LLM step's endpoint limit) takes that one instead: set only one of the two.
@@ -65,10 +103,12 @@ class PipelineSpec(BaseModel):
     seed_model: str = "services.seeds.model:Seed"
     steps: list[StepSpec]
     sink: SinkSpec = Field(default_factory=SinkSpec)
-    gates: dict[str, float] = Field(default_factory=dict)
+    #: Quality gates: `min_<metric>`/`max_<metric>` thresholds for the leaves, and per stage
+    #: `<stage id>: {min_<metric>: x}` for any other.
+    gates: dict[str, float | dict[str, float]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _unique_ids(self) -> PipelineSpec:
+    def _a_dag(self) -> PipelineSpec:
         ids = [s.id for s in self.steps]
         for step_id in ids:
             if step_id in RESERVED_IDS:
@@ -76,6 +116,27 @@ class PipelineSpec(BaseModel):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"step ids must be unique: {dupes}")
+        known = {SEEDS_STAGE, *ids}
+        for spec in self.steps:
+            for stage in self.inputs(spec.id):
+                if stage not in known:
+                    raise ValueError(
+                        f"step {spec.id!r}: input {stage!r} is no stage; stages: {sorted(known)}"
+                    )
+                if stage == spec.id:
+                    raise ValueError(f"step {spec.id!r} reads itself")
+            if isinstance(spec.route, dict):
+                successors = set(self.successors(spec.id))
+                named = set(spec.route)
+                if named != successors:
+                    raise ValueError(
+                        f"step {spec.id!r}: route names {sorted(named)} but its successors are "
+                        f"{sorted(successors)}; name each successor once"
+                    )
+        self.topological_order()  # raises on a cycle
+        for stage, gate in self.gates.items():
+            if isinstance(gate, dict) and stage not in known:
+                raise ValueError(f"gates: {stage!r} is no stage; stages: {sorted(known)}")
         return self
 
     @classmethod
@@ -113,9 +174,11 @@ class PipelineSpec(BaseModel):
         """State stores of a step live in `<prefix>.<store name>` (compacted)."""
         return f"fd.{self.name}.{step_id}.state"
 
-    @property
+    # -- the DAG -------------------------------------------------------------------------------
+    @cached_property
     def stages(self) -> list[str]:
-        return [SEEDS_STAGE, *(s.id for s in self.steps)]
+        """Every stage, upstream before downstream: the seeds, then the steps."""
+        return [SEEDS_STAGE, *self.topological_order()]
 
     def step(self, step_id: str) -> StepSpec:
         for spec in self.steps:
@@ -123,11 +186,67 @@ class PipelineSpec(BaseModel):
                 return spec
         raise KeyError(f"no step {step_id!r} in pipeline {self.name!r}; steps: {[s.id for s in self.steps]}")
 
-    def input_stage(self, step_id: str) -> str:
-        """The stage whose topic feeds `step_id` (the stage before it)."""
-        stages = self.stages
-        return stages[stages.index(step_id) - 1]
+    def inputs(self, step_id: str) -> list[str]:
+        """The stages `step_id` reads."""
+        spec = self.step(step_id)
+        if spec.inputs is not None:
+            return list(spec.inputs)
+        position = [s.id for s in self.steps].index(step_id)
+        return [self.steps[position - 1].id if position else SEEDS_STAGE]
+
+    def successors(self, stage: str) -> list[str]:
+        """The steps reading `stage`, in declaration order."""
+        return [s.id for s in self.steps if stage in self.inputs(s.id)]
 
     @property
-    def final_stage(self) -> str:
-        return self.stages[-1]
+    def leaves(self) -> list[str]:
+        """Stages nobody reads: what a run is for (released by the sink, gated by default)."""
+        return [stage for stage in self.stages if not self.successors(stage)]
+
+    @property
+    def primary_leaf(self) -> str:
+        """The last leaf in stage order (the final stage of a chain): what a run's limit counts and
+        the sink releases first."""
+        return self.leaves[-1]
+
+    def replay_stages(self, from_step: str) -> tuple[list[str], list[str]]:
+        """(stages a replay from `from_step` re-produces from the original run, stages it
+        recomputes): the second are `from_step` and everything downstream of it, the first every
+        other stage those read."""
+        recomputed = self.downstream(from_step)
+        sources = [
+            stage
+            for stage in self.stages
+            if stage not in recomputed and any(stage in self.inputs(s) for s in recomputed)
+        ]
+        return sources, recomputed
+
+    def downstream(self, step_id: str) -> list[str]:
+        """`step_id` and every step fed by it, in stage order."""
+        found = {step_id}
+        for stage in self.stages:
+            if stage != SEEDS_STAGE and any(i in found for i in self.inputs(stage)):
+                found.add(stage)
+        return [s for s in self.stages if s in found]
+
+    def topological_order(self) -> list[str]:
+        """Step ids, each after all its inputs (declaration order among equals); raises on a cycle."""
+        done: list[str] = []
+        placed = {SEEDS_STAGE}
+        pending = [s.id for s in self.steps]
+        while pending:
+            ready = [i for i in pending if set(self.inputs(i)) <= placed]
+            if not ready:
+                raise ValueError(f"the steps form a cycle: {' -> '.join(pending)}")
+            done.append(ready[0])
+            placed.add(ready[0])
+            pending.remove(ready[0])
+        return done
+
+    def gates_of(self, stage: str) -> dict[str, float]:
+        """The gate thresholds on `stage`: its own entry, plus the top-level ones for a leaf."""
+        own = self.gates.get(stage)
+        gates = dict(own) if isinstance(own, dict) else {}
+        if stage in self.leaves:
+            gates |= {k: v for k, v in self.gates.items() if not isinstance(v, dict)}
+        return gates

@@ -18,6 +18,7 @@ import hashlib
 import importlib
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, get_args, get_origin
 
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.registry import Registry
 from shared.schemas import load_avsc, load_avsc_file
+from shared.topic_schema import row_fields, union_fields
 
 Row = dict[str, Any]
 
@@ -59,9 +61,26 @@ class StateStore(Protocol):
 
     def put(self, key: str, value: bytes) -> None: ...
 
+    def delete(self, key: str) -> None: ...
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        """(key, value) under `prefix`, sorted by key."""
+        ...
+
 
 class StepContext(Protocol):
     """What the runtime offers a step when it opens."""
+
+    #: the stages the step reads, in the pipeline's order (a join lists its sides this way)
+    inputs: list[str]
+
+    def current_input(self) -> str:
+        """The stage the row being processed came from."""
+        ...
+
+    def current_partition(self) -> int:
+        """The input partition of the row being processed (keys of one partition live together)."""
+        ...
 
     def state_store(
         self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
@@ -76,6 +95,15 @@ class StepContext(Protocol):
         (the generation cache, so a replay pays nothing twice).
         """
         ...
+
+
+@dataclass
+class Finished:
+    """What a step settles when a partition drains: rows to emit, and rows it gives up on as
+    (row, error type, reason), which are dead-lettered."""
+
+    rows: list[Row] = field(default_factory=list)
+    rejected: list[tuple[Row, str, str]] = field(default_factory=list)
 
 
 class StepContractError(ValueError):
@@ -135,6 +163,23 @@ class Step(ABC, Generic[P]):
         """The declared outputs this configuration adds (a mode may add fewer)."""
         return self.outputs
 
+    def reads(self) -> set[str]:
+        """Fields this step reads from its input rows (checked against the input stages' schemas
+        when a pipeline loads: a misspelt field is a load-time error, not a wrong result)."""
+        return set()
+
+    def row_fields(self, inputs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        """The fields of this stage's rows, given those of its input stages (in `inputs` order):
+        all of theirs, then its own outputs (a re-declared name is replaced)."""
+        return row_fields([], union_fields(self.name, inputs), self.output_fields())
+
+    def finish(self, run_id: str, partition: int) -> Finished | list[Row]:
+        """Rows still held for (`run_id`, `partition`) once that partition has drained on every
+        input: emitted before the end marker goes on. Steps that wait for more input (a join, a
+        grouping) release or settle what never completed here; the run and partition are also
+        current for the state stores."""
+        return []
+
     @classmethod
     def schema_fields(cls) -> list[dict[str, Any]]:
         """The fields of the step's schema, checked against `outputs` both ways."""
@@ -170,9 +215,9 @@ class Step(ABC, Generic[P]):
         active = self.active_outputs()
         rename = self.renamed()
         out = []
-        for field in self.schema_fields():
-            if field["name"] in active:
-                out.append(field | {"name": rename.get(field["name"], field["name"])})
+        for declared in self.schema_fields():
+            if declared["name"] in active:
+                out.append(declared | {"name": rename.get(declared["name"], declared["name"])})
         return out
 
     @abstractmethod

@@ -37,6 +37,35 @@ def row_fields(seed_fields: list[dict[str, Any]], *added: list[dict[str, Any]]) 
     return list(by_name.values())
 
 
+def union_fields(stage: str, inputs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The fields of rows from several stages read as one: every field of any input; one typed
+    differently by two inputs is an error, one missing from some input becomes nullable."""
+    by_name: dict[str, dict[str, Any]] = {}
+    present: dict[str, int] = {}
+    for fields in inputs:
+        for field in fields:
+            name = field["name"]
+            known = by_name.get(name)
+            if known is not None and known["type"] != field["type"]:
+                raise ValueError(
+                    f"stage {stage!r}: field {name!r} is {known['type']!r} in one input and "
+                    f"{field['type']!r} in another"
+                )
+            by_name.setdefault(name, field)
+            present[name] = present.get(name, 0) + 1
+    out = []
+    for name, field in by_name.items():
+        if present[name] < len(inputs) and not _nullable(field):
+            field = field | {"type": ["null", field["type"]], "default": None}
+        out.append(field)
+    return out
+
+
+def _nullable(field: dict[str, Any]) -> bool:
+    kind = field["type"]
+    return kind == "null" or (isinstance(kind, list) and kind[:1] == ["null"])
+
+
 def batch_schema(fields: list[dict[str, Any]]) -> dict[str, Any]:
     """The full Batch schema with Row and EndOfRun inlined (so its fingerprint is self-contained)."""
     envelope = load_avsc("envelope/batch.avsc")

@@ -140,7 +140,9 @@ class CoordinatorService:
 
     def _run(self, run_id: str) -> RunState:
         if run_id not in self.runs:
-            self.runs[run_id] = RunState.new(run_id, self.spec.stages, self._partitions_by_stage())
+            self.runs[run_id] = RunState.new(
+                run_id, self.spec.stages, self._partitions_by_stage(), self.spec.primary_leaf
+            )
             if run_id in self.limits:
                 self.runs[run_id].set_limit(self.limits[run_id])
         self.dirty.add(run_id)
@@ -190,7 +192,9 @@ class CoordinatorService:
             stage = self.stage_of_topic[topic]
             origin = replay_origin(msg.headers())
             if origin is not None:
-                state.start_replay(stage, *origin)
+                replay_of, from_step = origin
+                if from_step in self.spec.stages:
+                    state.start_replay(*self.spec.replay_stages(from_step), replay_of, from_step)
             marker = record["end_of_run"]
             if marker is None:
                 state.add_rows(stage, record["rows"])
@@ -229,7 +233,8 @@ class CoordinatorService:
                 self._finish(state)
 
     def _finish(self, state: RunState) -> None:
-        state.finish(self.spec.final_stage, self.spec.gates, int(time.time() * 1000))
+        gates = {stage: self.spec.gates_of(stage) for stage in self.spec.stages}
+        state.finish(gates, int(time.time() * 1000), self.spec.leaves)
         verdict = state.verdict or {}
         GATE_VERDICTS.labels(self.spec.name, "pass" if verdict.get("passed") else "fail").inc()
         RUNS_FINISHED.labels(self.spec.name).inc()

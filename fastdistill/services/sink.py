@@ -54,7 +54,7 @@ class SinkService:
         self.serde = serde
         self.kafka = kafka
         self.settings = settings
-        self.stage = self.spec.final_stage
+        self.stage = self.spec.primary_leaf
         self.topic = self.spec.topic(self.stage)
         self.schema = plan.schema_name(self.stage)
         self.root = Path(self.spec.sink.output_dir) / self.spec.name

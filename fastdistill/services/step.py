@@ -20,7 +20,7 @@ class StepService:
         self, step: Step, wiring: Wiring, serde: AvroSerde, kafka: KafkaSettings, settings: ServiceSettings
     ) -> None:
         self.settings = settings
-        self.transport = KafkaTransport(kafka, wiring.group_id, wiring.input_topic, settings.instance_id)
+        self.transport = KafkaTransport(kafka, wiring.group_id, wiring.input_topics, settings.instance_id)
         control = ControlView(kafka, wiring.control_topic) if wiring.control_topic is not None else None
         self.runner = StepRunner(
             step,

@@ -34,6 +34,10 @@ class CanonicalizeStep(Step[CanonicalizeParams]):
     def renamed(self) -> dict[str, str]:
         return {"canonical_input": self.params.output}
 
+    def reads(self) -> set[str]:
+        # A lenient canonicalize takes a field that is absent; a strict one needs them all.
+        return set(self.params.fields) if self.params.strict else set()
+
     def process_row(self, row: Row) -> Row | None:
         p = self.params
         chosen: dict[str, Any] = {}

@@ -104,6 +104,9 @@ class CleanSqlStep(Step[CleanSqlParams]):
     def renamed(self) -> dict[str, str]:
         return {"sql": self.params.output}
 
+    def reads(self) -> set[str]:
+        return {self.params.field}
+
     def process_row(self, row: Row) -> Row | None:
         text = row.get(self.params.field)
         if text is not None and not isinstance(text, str):

@@ -94,10 +94,21 @@ class RunState:
 
     #: A replay's origin (`replay_of`, `from_step`), from the headers of its input's records.
     replay: dict[str, str] | None = None
+    #: Stages whose rows nobody computes in this run, so no progress record speaks for them: the
+    #: seeds, or the stages a replay re-produced. None: the first stage.
+    sources: list[str] | None = None
 
     @classmethod
-    def new(cls, run_id: str, stages: list[str], partitions_by_stage: dict[str, int]) -> RunState:
-        return cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
+    def new(
+        cls,
+        run_id: str,
+        stages: list[str],
+        partitions_by_stage: dict[str, int],
+        final_stage: str | None = None,
+    ) -> RunState:
+        state = cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
+        state.final_stage = final_stage
+        return state
 
     # -- input ---------------------------------------------------------------------------------
     def _stage(self, stage: str) -> StageState:
@@ -115,7 +126,12 @@ class RunState:
 
     @property
     def _final(self) -> str:
-        return list(self.stages)[-1]
+        """The stage a limit counts and the headline quality is of (the primary leaf)."""
+        return self.final_stage if self.final_stage in self.stages else list(self.stages)[-1]
+
+    @property
+    def _sources(self) -> list[str]:
+        return self.sources if self.sources is not None else [next(iter(self.stages))]
 
     def set_limit(self, limit: int) -> None:
         self.limit = limit
@@ -145,13 +161,15 @@ class RunState:
         by_type = self.dead_letters.setdefault(record["step"], {})
         by_type[record["error_type"]] = by_type.get(record["error_type"], 0) + 1
 
-    def start_replay(self, stage: str, replay_of: str, from_step: str) -> None:
-        """The run replays `replay_of` from `from_step`, whose input was re-produced on `stage`'s
-        topic: the stages before it never see the run, so they are no part of it."""
+    def start_replay(self, sources: list[str], recomputed: list[str], replay_of: str, from_step: str) -> None:
+        """The run replays `replay_of` from `from_step`: `sources` were re-produced from the
+        original run, `recomputed` compute it again; no other stage sees the run."""
         if self.replay is None:
-            order = list(self.stages)
-            self._stage(stage)
-            self.stages = {s: self.stages[s] for s in order[order.index(stage) :]}
+            keep = set(sources) | set(recomputed)
+            for stage in keep:
+                self._stage(stage)
+            self.stages = {s: state for s, state in self.stages.items() if s in keep}
+            self.sources = [s for s in self.stages if s in sources]
             self.replay = {"replay_of": replay_of, "from_step": from_step}
 
     # -- end of run ----------------------------------------------------------------------------
@@ -159,25 +177,35 @@ class RunState:
         return len(state.markers.drained_partitions(self.run_id))
 
     def all_drained(self) -> bool:
-        first = next(iter(self.stages))
+        sources = self._sources
         for stage, state in self.stages.items():
             if self._drained(state) < state.partitions:
                 return False
-            # Steps must have reported; the first stage (seeds, or a replay's input: no progress
+            # Steps must have reported; a source (seeds, or a replay's input: no progress
             # records) must not wait.
-            if stage != first and (state.progress is None or not state.progress.complete):
+            if stage not in sources and (state.progress is None or not state.progress.complete):
                 return False
         return True
 
-    def finish(self, final_stage: str, gates: dict[str, float], now_ms: int) -> None:
-        self.final_stage = final_stage
+    def finish(
+        self, gates: dict[str, dict[str, float]], now_ms: int, leaves: list[str] | None = None
+    ) -> None:
+        """Evaluate the gates of every stage that has some (`gates`: stage -> thresholds); failures
+        on a stage that is not a leaf name it."""
         self.finished_ms = now_ms
-        try:
-            self.verdict = evaluate_gates(gates, self._stage(final_stage).quality.metrics())
-        except GateConfigError as exc:
-            # Raising would crash-loop the coordinator on the same input; a failed verdict
-            # blocks the release and shows the configuration error where the verdict is read.
-            self.verdict = {"passed": False, "failures": [f"gate configuration error: {exc}"]}
+        failures: list[str] = []
+        for stage, thresholds in gates.items():
+            if stage not in self.stages or not thresholds:
+                continue
+            try:
+                verdict = evaluate_gates(thresholds, self.stages[stage].quality.metrics())
+            except GateConfigError as exc:
+                # Raising would crash-loop the coordinator on the same input; a failed verdict
+                # blocks the release and shows the configuration error where the verdict is read.
+                verdict = {"passed": False, "failures": [f"gate configuration error: {exc}"]}
+            named = leaves is not None and stage not in leaves
+            failures += [f"{stage}: {f}" if named else f for f in verdict["failures"]]
+        self.verdict = {"passed": not failures, "failures": failures}
         self.status = "done"
 
     # -- output --------------------------------------------------------------------------------
@@ -189,9 +217,9 @@ class RunState:
         }
 
     def final_quality(self) -> dict[str, float]:
-        if self.final_stage is None:
+        if self.verdict is None:
             return {}
-        metrics = self.stages[self.final_stage].quality.metrics()
+        metrics = self.stages[self._final].quality.metrics()
         return {name: float(value) for name, value in metrics.items() if value is not None}
 
     def started_ms(self) -> int | None:
@@ -215,7 +243,7 @@ class RunState:
         final = self.stages[self._final].manifest.count
         needed = self.taken[-1] + 1 if len(self.taken) >= self.limit else None
         steps = {stage: s.progress.counts for stage, s in self.stages.items() if s.progress is not None}
-        first = list(self.stages)[1]
+        first = next(stage for stage in self.stages if stage not in self._sources)
         consumed = steps[first]["rows_in"] - steps[first]["rows_stopped"] if first in steps else 0
         return {
             "limit": self.limit,
@@ -279,6 +307,7 @@ class RunState:
             "verdict": self.verdict,
             "dead_letters": self.dead_letters,
             "replay": self.replay,
+            "sources": self.sources,
             "limit": self.limit,
             "stopped_ms": self.stopped_ms,
             "taken": self.taken,
@@ -327,4 +356,5 @@ class RunState:
             data.get("stopped_ms"),
             list(data.get("taken", [])),
             replay=data.get("replay"),
+            sources=data.get("sources"),
         )

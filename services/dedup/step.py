@@ -43,6 +43,9 @@ class DedupStep(Step[DedupParams]):
     def active_outputs(self) -> tuple[str, ...]:
         return self.outputs if self.params.mode == "flag" else ()
 
+    def reads(self) -> set[str]:
+        return {self.params.field}
+
     def process_row(self, row: Row) -> Row | None:
         key = row.get(self.params.field)
         if key is None:

@@ -15,6 +15,9 @@ class FilterByBoolParams(StepParams):
 class FilterByBoolStep(Step[FilterByBoolParams]):
     name: ClassVar[str] = "filter_by_bool"
 
+    def reads(self) -> set[str]:
+        return {self.params.field}
+
     def process_row(self, row: Row) -> Row | None:
         # Strict equality: an absent field, null or a truthy non-bool is not `True`.
         value = row.get(self.params.field)

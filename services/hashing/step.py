@@ -26,6 +26,9 @@ class HashStep(Step[HashParams]):
     def renamed(self) -> dict[str, str]:
         return {"sample_id": self.params.output}
 
+    def reads(self) -> set[str]:
+        return set(self.params.fields)
+
     def process_row(self, row: Row) -> Row | None:
         missing = [f for f in self.params.fields if f not in row]
         if missing:

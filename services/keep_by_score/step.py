@@ -19,6 +19,9 @@ class KeepByScoreStep(Step[KeepByScoreParams]):
     name: ClassVar[str] = "keep_by_score"
     outputs: ClassVar[tuple[str, ...]] = ("keep",)
 
+    def reads(self) -> set[str]:
+        return {self.params.field}
+
     def process_row(self, row: Row) -> Row | None:
         score = row.get(self.params.field)
         if isinstance(score, bool) or not isinstance(score, int | float):

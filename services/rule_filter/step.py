@@ -43,6 +43,9 @@ class RuleFilterStep(Step[RuleFilterParams]):
             return "too_long"
         return "ok"
 
+    def reads(self) -> set[str]:
+        return {self.params.field}
+
     def process_row(self, row: Row) -> Row | None:
         reason = self.reason(row.get(self.params.field))
         return {**row, "keep": reason == "ok", "reject_reason": reason}

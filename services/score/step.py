@@ -18,6 +18,9 @@ class ScoreStep(Step[ScoreParams]):
     def renamed(self) -> dict[str, str]:
         return {"teacher_score": self.params.output}
 
+    def reads(self) -> set[str]:
+        return {"exec_pass", "gold_match"}
+
     def process_row(self, row: Row) -> Row | None:
         if row.get("gold_match") is True:
             score = 1.0

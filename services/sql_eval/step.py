@@ -250,6 +250,9 @@ class SqlEvalStep(Step[SqlEvalParams]):
             self._gold.popitem(last=False)
         return cached
 
+    def reads(self) -> set[str]:
+        return {self.params.sql_field}
+
     def process_row(self, row: Row) -> Row | None:
         p = self.params
         predicted = self.run(_text(row, p.sql_field))

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+import string
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -187,6 +188,9 @@ class TeacherStep(AsyncStep[TeacherParams]):
             value = {"generation": generation.text, "model": generation.model, "usage": usage}
             self.cache.put(key, json.dumps(value).encode())
         return self._emit(row, generation, cached=False, latency_ms=sum(spent) * 1000)
+
+    def reads(self) -> set[str]:
+        return {name for _, name, _, _ in string.Formatter().parse(self.params.prompt_template) if name}
 
     def messages(self, row: Row) -> list[dict[str, str]]:
         try:

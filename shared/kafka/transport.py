@@ -81,10 +81,12 @@ def _kafka(partitions: Iterable[TopicPartition]) -> list[KafkaPartition]:
 
 
 class KafkaTransport:
-    def __init__(self, kafka: KafkaSettings, group_id: str, input_topic: str, instance_id: str) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, input_topics: list[str], instance_id: str
+    ) -> None:
         self.kafka = kafka
         self.group_id = group_id
-        self.input_topic = input_topic
+        self.input_topics = input_topics
         self.member_id = f"{group_id}-{instance_id}"
         self._listener: RebalanceListener | None = None
         self._immediate: Producer | None = None
@@ -137,8 +139,10 @@ class KafkaTransport:
         self._subscribe()
 
     def _subscribe(self) -> None:
+        # The range assignor (librdkafka's first default) gives one member the same partition
+        # numbers of every input topic: the rows a join matches by key meet in one instance.
         self.consumer.subscribe(
-            [self.input_topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            self.input_topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
 
     # -- Transport -------------------------------------------------------------------------------
@@ -160,14 +164,14 @@ class KafkaTransport:
             if err is not None:
                 if err.fatal():
                     return records + self._consumer_failed(err)
-                log.warning("consumer error on %s: %s", self.input_topic, err)
+                log.warning("consumer error on %s: %s", self.input_topics, err)
                 continue
             records.append(_record(msg))
         return records
 
     def _consumer_failed(self, err: KafkaError) -> list[InputRecord]:
         if not err.fatal():
-            log.warning("consumer error on %s: %s", self.input_topic, err)
+            log.warning("consumer error on %s: %s", self.input_topics, err)
             return []
         if err.code() == KafkaError.FENCED_INSTANCE_ID:
             self._rebuild_consumer(str(err))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from shared import metrics
@@ -44,10 +45,15 @@ class Emitter:
         self._labels = {"step": wiring.stage}
 
     def emit(
-        self, ready: list[PendingMessage], tracker: MarkerTracker, markers: StateStore
+        self,
+        ready: list[PendingMessage],
+        tracker: MarkerTracker,
+        markers: StateStore,
+        finish: Callable[[str, int], tuple[list[Row], list[dict[str, Any]]]],
     ) -> list[OutputRecord]:
         """Records for `ready` in order: per message its dead letters, rows or marker; then one
-        progress record per run. Marks drained partitions in `tracker` and `markers`."""
+        progress record per run. Marks drained partitions in `tracker` and `markers`; a partition
+        that drains first gets the rows `finish(run, partition)` still holds (and its dead letters)."""
         out: list[OutputRecord] = []
         progress: dict[str, Progress] = {}
         now_ms = int(time.time() * 1000)
@@ -67,7 +73,7 @@ class Emitter:
                     last_ms=now_ms,
                 )
             if pm.marker is not None:
-                self._marker(pm, entry, tracker, markers, out)
+                self._marker(pm, entry, tracker, markers, finish, out)
                 continue
             rows = pm.emitted()
             too_large = self._rows(pm, rows, out)
@@ -166,12 +172,13 @@ class Emitter:
         entry: Progress,
         tracker: MarkerTracker,
         markers: StateStore,
+        finish: Callable[[str, int], tuple[list[Row], list[dict[str, Any]]]],
         out: list[OutputRecord],
     ) -> None:
         marker = pm.marker or {}
         run_id = pm.run_id or ""
         drained = tracker.observe(
-            run_id, pm.partition, marker["source_partition"], marker["source_partitions"]
+            run_id, pm.partition, marker["source_partition"], marker["source_partitions"], pm.source
         )
         token = CURRENT_PARTITION.set(pm.partition)
         try:
@@ -180,6 +187,13 @@ class Emitter:
             CURRENT_PARTITION.reset(token)
         if not drained:
             return
+        rows, letters = finish(run_id, pm.partition)
+        out.extend(self._dead_letter_record(record) for record in letters)
+        if rows:
+            rejected = self._rows(pm, rows, out)
+            entry.rows_out += len(rows) - rejected
+            entry.rows_errored += rejected + len(letters)
+            metrics.ROWS_OUT.labels(**self._labels).inc(len(rows) - rejected)
         entry.partitions_ended.append(pm.partition)
         metrics.RUNS_ENDED.labels(**self._labels).inc()
         if self.w.output_topic is None:

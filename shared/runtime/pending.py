@@ -24,6 +24,8 @@ class PendingMessage:
     started: float
     run_id: str | None = None
     lineage: list[str] = field(default_factory=list)
+    #: the stage the message came from
+    source: str = ""
     #: the end-of-run marker this message carries (it then has no rows)
     marker: dict[str, Any] | None = None
     #: one slot per input row: its output rows ([] when dropped), in input order

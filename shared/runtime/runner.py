@@ -29,7 +29,7 @@ from shared.runtime.liveness import Liveness
 from shared.runtime.markers import MarkerTracker
 from shared.runtime.pause import PauseControl, PauseDecision
 from shared.runtime.pending import PartitionQueues, PendingMessage
-from shared.runtime.state import CURRENT_PARTITION, CURRENT_RUN, StateBackend, StateStore
+from shared.runtime.state import CURRENT_INPUT, CURRENT_PARTITION, CURRENT_RUN, StateBackend, StateStore
 from shared.runtime.transport import (
     InputRecord,
     OutputRecord,
@@ -43,6 +43,9 @@ from shared.serde import AvroSerde, UndecodableMessage
 from shared.step import Row, Step
 
 log = logging.getLogger(__name__)
+
+#: The Kafka header naming the step a replayed record was re-produced for (fastdistill.replay).
+REPLAY_FROM_STEP = "fd-from-step"
 
 
 #: A loop that has not turned for this long is reported unhealthy (the watchdog waits longer).
@@ -112,7 +115,9 @@ class StepRunner:
         self.queues = PartitionQueues()
         self.pause = PauseControl(settings.pause_after_full_s)
         self.liveness = Liveness(settings.progress_stall_s, clock)
-        self.tracker = MarkerTracker()
+        self.inputs = [i.stage for i in wiring.inputs]
+        self._inputs_by_topic = {i.topic: i for i in wiring.inputs}
+        self.tracker = MarkerTracker(len(self.inputs))
         self.stores: dict[str, StateStore] = {}
         self.failure: BaseException | None = None
         self._stopping = False
@@ -138,7 +143,7 @@ class StepRunner:
     ) -> StateStore:
         if name not in self.stores:
             topic = f"{self.w.state_topic_prefix}.{name}"
-            self.state.ensure(topic, self.transport.partition_count(self.w.input_topic))
+            self.state.ensure(topic, self.transport.partition_count(self.w.inputs[0].topic))
             store = StateStore(
                 topic,
                 durable_immediately=durable_immediately,
@@ -170,12 +175,18 @@ class StepRunner:
             signature=self.signature,
             instance_id=self.settings.instance_id,
             max_message_bytes=self.settings.max_message_bytes,
-            input_partitions=self.transport.partition_count(self.w.input_topic),
+            input_partitions=self.transport.partition_count(self.w.inputs[0].topic),
             output_partitions=self.transport.partition_count(self.w.output_topic)
             if self.w.output_topic
             else 0,
         )
         self.transport.start(self)
+
+    def current_input(self) -> str:
+        return CURRENT_INPUT.get()
+
+    def current_partition(self) -> int:
+        return CURRENT_PARTITION.get()
 
     def stop(self) -> None:
         log.info("stop requested for %s", self.w.stage)
@@ -283,13 +294,17 @@ class StepRunner:
             self._accept(record)
 
     def _accept(self, msg: InputRecord) -> None:
-        pm = PendingMessage(msg.topic, msg.partition, msg.offset, self.clock())
+        source = self._inputs_by_topic[msg.topic]
+        pm = PendingMessage(msg.topic, msg.partition, msg.offset, self.clock(), source=source.stage)
         self.queues.append(pm)
+        replayed_from = msg.header(REPLAY_FROM_STEP)
+        if replayed_from is not None and replayed_from not in self.w.replay_scope:
+            return  # a replay from a step this one does not feed: not this step's run (no run id)
         try:
-            schema, record = self.serde.decode(msg.value, expect=self.w.input_schema)
-            if schema != self.w.input_schema:
+            schema, record = self.serde.decode(msg.value, expect=source.schema)
+            if schema != source.schema:
                 raise UndecodableMessage(
-                    f"a {schema} record is not input of step {self.w.stage} (expected {self.w.input_schema})"
+                    f"a {schema} record is not input of step {self.w.stage} (expected {source.schema})"
                 )
         except UndecodableMessage as exc:
             pm.dead_letters.append(
@@ -308,6 +323,9 @@ class StepRunner:
             pm.marker = record["end_of_run"]
             return
         rows: list[Row] = record["rows"]
+        if source.accepts is not None:
+            # Routed: the rows of this stage meant for another successor are not this step's input.
+            rows = [row for row in rows if source.accepts(row)]
         pm.outputs = [[] for _ in rows]
         self._max_message_rows = max(self._max_message_rows, len(rows))
         metrics.ROWS_IN.labels(**self._labels).inc(len(rows))
@@ -317,6 +335,7 @@ class StepRunner:
         pm.remaining = len(rows)
         CURRENT_PARTITION.set(pm.partition)
         CURRENT_RUN.set(pm.run_id or "")
+        CURRENT_INPUT.set(source.stage)
         if self.step.is_async:
             for i, row in enumerate(rows):
                 pm.tasks.append(asyncio.ensure_future(self._process_async(pm, i, row)))
@@ -394,7 +413,7 @@ class StepRunner:
             return
         assert self._emitter is not None and self._markers is not None
         started = self.clock()
-        records: list[OutputRecord] = self._emitter.emit(ready, self.tracker, self._markers)
+        records: list[OutputRecord] = self._emitter.emit(ready, self.tracker, self._markers, self._finish)
         for store in self.stores.values():
             records.extend(store.drain())
         try:
@@ -411,6 +430,38 @@ class StepRunner:
             return
         metrics.TRANSACTIONS.labels(step=self.w.stage, outcome="committed").inc()
         metrics.COMMIT_SECONDS.labels(**self._labels).observe(self.clock() - started)
+
+    def _finish(self, run_id: str, partition: int) -> tuple[list[Row], list[dict[str, Any]]]:
+        """What the step still holds for a drained partition, as rows; a failure is a dead letter
+        of the run (the marker goes on either way, so the run can end)."""
+        run_token, partition_token = CURRENT_RUN.set(run_id), CURRENT_PARTITION.set(partition)
+        try:
+            done = self.step.finish(run_id, partition)
+            if isinstance(done, list):
+                return done, []
+            letters = [
+                dead_letter(
+                    step=self.w.stage,
+                    error_type=error_type,
+                    error_message=reason,
+                    run_id=run_id,
+                    row=row,
+                )
+                for row, error_type, reason in done.rejected
+            ]
+            return done.rows, letters
+        except Exception as exc:
+            log.error("%s: finishing run %s partition %d failed: %r", self.w.stage, run_id, partition, exc)
+            letter = dead_letter(
+                step=self.w.stage,
+                error_type=type(exc).__name__,
+                error_message=f"finishing partition {partition} of the run: {exc}",
+                run_id=run_id,
+            )
+            return [], [letter]
+        finally:
+            CURRENT_RUN.reset(run_token)
+            CURRENT_PARTITION.reset(partition_token)
 
     def _rewind(self) -> None:
         """Forget uncommitted work and re-read it: state from its topics, input from committed offsets."""
@@ -443,7 +494,7 @@ class StepRunner:
         self._restore_tracker()
 
     def _restore_tracker(self) -> None:
-        self.tracker = MarkerTracker()
+        self.tracker = MarkerTracker(len(self.inputs))
         assert self._markers is not None
         for key, value in self._markers.data.items():
             try:

@@ -18,6 +18,8 @@ from shared.runtime.transport import OutputRecord
 #: The input partition and the run whose rows are being processed (set by the runner per message).
 CURRENT_PARTITION: contextvars.ContextVar[int] = contextvars.ContextVar("fd_current_partition", default=0)
 CURRENT_RUN: contextvars.ContextVar[str] = contextvars.ContextVar("fd_current_run", default="")
+#: The stage the message being processed came from (a step reading several tells them apart).
+CURRENT_INPUT: contextvars.ContextVar[str] = contextvars.ContextVar("fd_current_input", default="")
 
 
 class StateBackend(Protocol):
@@ -60,6 +62,23 @@ class StateStore:
             self._write_now(record)
         else:
             self._pending.append(record)
+
+    def delete(self, key: str) -> None:
+        """Remove a key (a tombstone in the topic, committed like a write)."""
+        key = self._key(key)
+        self.data.pop(key, None)
+        record = OutputRecord(self.topic, None, key, CURRENT_PARTITION.get())
+        if self.durable_immediately:
+            self._write_now(record)
+        else:
+            self._pending.append(record)
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        """(key, value) of the current run's keys (every key for a global store) under `prefix`,
+        sorted by key so what a step does with them does not depend on arrival order."""
+        full = self._key(prefix)
+        strip = len(self._key(""))
+        return sorted((k[strip:], v) for k, v in self.data.items() if k.startswith(full))
 
     def drain(self) -> list[OutputRecord]:
         """The writes to commit with the next transaction."""

@@ -31,6 +31,12 @@ class InputRecord:
     def source(self) -> tuple[str, int, int]:
         return (self.topic, self.partition, self.offset)
 
+    def header(self, name: str) -> str | None:
+        for key, value in self.headers:
+            if key == name:
+                return value.decode(errors="replace")
+        return None
+
 
 @dataclass(frozen=True, slots=True)
 class OutputRecord:

@@ -264,7 +264,7 @@ def test_autoscaling_targets(folder: Path) -> None:
     (trigger,) = scaled["spec"]["triggers"]
     wiring = PipelinePlan.build(spec).wiring("teacher")
     assert trigger["type"] == "kafka"
-    assert trigger["metadata"]["topic"] == wiring.input_topic
+    assert trigger["metadata"]["topic"] == wiring.inputs[0].topic
     assert trigger["metadata"]["consumerGroup"] == wiring.group_id
     container = deployments[target]["spec"]["template"]["spec"]["containers"][0]
     bootstrap = _env(docs, container)["KAFKA_BOOTSTRAP_SERVERS"]

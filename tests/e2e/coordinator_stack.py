@@ -105,7 +105,7 @@ class Pipeline:
         raise TimeoutError(f"run {run_id} not {status} after {timeout_s}s")
 
     def dataset(self, run_id: str, folder: str | None = None) -> list[dict[str, Any]]:
-        path = run_dir(self.spec, run_id) / (folder or self.spec.final_stage) / "data.jsonl"
+        path = run_dir(self.spec, run_id) / (folder or self.spec.primary_leaf) / "data.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
 
     def report_files(self, run_id: str) -> dict[str, Any]:

@@ -30,7 +30,7 @@ def test_failed_gate_rejects_the_run(tmp_path: Path, kafka_bootstrap: str) -> No
         pipe.produce_all(SEEDS, run_id, "--head", str(HEAD))
         result = pipe.wait(run_id)
         state = pipe.wait_state(run_id)
-        quality = next(q for q in state["reports"]["quality"] if q["stage"] == spec.final_stage)
+        quality = next(q for q in state["reports"]["quality"] if q["stage"] == spec.primary_leaf)
         expected = [
             f"total {quality['total']:.4f} < min_total 1000000000.0000",
             f"gold_match_rate {quality['gold_match_rate']:.4f} < min_gold_match_rate 0.9500",
@@ -42,8 +42,8 @@ def test_failed_gate_rejects_the_run(tmp_path: Path, kafka_bootstrap: str) -> No
         assert result == finished(spec, run_id)
         assert not result["released"] and result["gate"]["failures"] == expected
         folder = run_dir(spec, run_id)
-        assert not (folder / spec.final_stage).exists()
-        rejected = (folder / f"rejected-{spec.final_stage}" / "data.jsonl").read_text().splitlines()
+        assert not (folder / spec.primary_leaf).exists()
+        rejected = (folder / f"rejected-{spec.primary_leaf}" / "data.jsonl").read_text().splitlines()
         assert len(rejected) == quality["total"] == result["rows"]
         assert max(json.loads(line)["source_index"] for line in rejected) < HEAD
 

@@ -100,13 +100,13 @@ def test_a_run_ends_with_reports_verdict_and_released_dataset(pipe: Pipeline, fi
         if "sample_id" in manifest["columns"]:
             assert manifest["min_sample_id"] <= manifest["max_sample_id"]
     assert _final(reports, "manifest", "seeds")["count"] == SEED_COUNT
-    final_manifest = _final(reports, "manifest", spec.final_stage)
+    final_manifest = _final(reports, "manifest", spec.primary_leaf)
     assert final_manifest["count"] == RELEASED_ROWS
     assert final_manifest["min_sample_id"] == min(r["sample_id"] for r in rows)
 
     for quality in reports["quality"]:
         assert set(quality) >= QUALITY_FIELDS and quality["run_id"] == first_run
-    quality = _final(reports, "quality", spec.final_stage)
+    quality = _final(reports, "quality", spec.primary_leaf)
     assert quality["total"] == RELEASED_ROWS == quality["kept"] + quality["rejected"]
     assert quality["kept"] == sum(r["keep"] for r in rows)
     assert quality["exec_pass_rate"] == pytest.approx(sum(r["exec_pass"] for r in rows) / len(rows))
@@ -174,8 +174,8 @@ def test_interleaved_runs_are_kept_apart(pipe: Pipeline, first_run: str, tmp_pat
     # Run B saw only its own 120 seeds, and its rows are the first run's rows for those seeds.
     assert _final(b["reports"], "manifest", "seeds")["count"] == 120
     rows_b, rows_first = pipe.dataset(run_b), {r["sample_id"]: r for r in pipe.dataset(first_run)}
-    final_b = _final(b["reports"], "quality", pipe.spec.final_stage)
-    assert len(rows_b) == final_b["total"] == b["stages"][pipe.spec.final_stage]["rows_out"]
+    final_b = _final(b["reports"], "quality", pipe.spec.primary_leaf)
+    assert len(rows_b) == final_b["total"] == b["stages"][pipe.spec.primary_leaf]["rows_out"]
     assert len({r["sample_id"] for r in rows_b}) == len(rows_b)
     assert max(r["source_index"] for r in rows_b) < 120
     for row in rows_b:
@@ -226,7 +226,7 @@ def test_coordinator_killed_mid_run_reaches_the_same_reports(
     # The same run folded from scratch from the topics: identical reports but for created_at,
     # which is the finish time of whoever computed them.
     fresh = pipe.recompute(run_id)
-    fresh.finish(pipe.spec.final_stage, pipe.spec.gates, state["finished_ms"])
+    fresh.finish({s: pipe.spec.gates_of(s) for s in pipe.spec.stages}, state["finished_ms"], pipe.spec.leaves)
     assert fresh.reports() == state["reports"]
     assert fresh.verdict == state["verdict"]
     assert pipe.report_files(run_id) == state["reports"]

@@ -91,7 +91,7 @@ def test_a_replay_with_nothing_changed_gives_identical_files(pipe: Pipeline, ori
     run_id, state = _replay(pipe, original, "--from", "sql_eval")
 
     assert _teacher_requests(pipe) == requests
-    final = pipe.spec.final_stage
+    final = pipe.spec.primary_leaf
     files = sorted(p.name for p in (run_dir(pipe.spec, original) / final).iterdir())
     assert files and files == sorted(p.name for p in (run_dir(pipe.spec, run_id) / final).iterdir())
     for name in files:
@@ -113,7 +113,7 @@ def test_a_replay_with_nothing_changed_gives_identical_files(pipe: Pipeline, ori
 def test_b_downstream_change_recomputes_downstream_without_paying(pipe: Pipeline, original: str) -> None:
     _reconfigure(pipe, "keep_by_score", min_score=1.0)
     plan = PipelinePlan.build(pipe.spec)
-    final = pipe.spec.final_stage
+    final = pipe.spec.primary_leaf
     lineage = read_run(
         pipe.kafka, plan.serde(), pipe.spec.topic(final), plan.schema_name(final), original, first_only=True
     )[0][1]["lineage"]

@@ -92,7 +92,7 @@ def _stage_counts(pipe: Pipeline, run_id: str) -> dict[str, int]:
 
 
 def _final_quality(pipe: Pipeline, run_id: str) -> dict[str, Any]:
-    return next(q for q in pipe.report_files(run_id)["quality"] if q["stage"] == pipe.spec.final_stage)
+    return next(q for q in pipe.report_files(run_id)["quality"] if q["stage"] == pipe.spec.primary_leaf)
 
 
 def _assert_rows_as_computed(rows: list[dict[str, Any]], expected: Expected, missing: set[int]) -> None:
@@ -110,12 +110,12 @@ def test_every_stage_count_and_row_matches_the_independent_computation(
     pipe: Pipeline, expected: Expected, first_run: str
 ) -> None:
     assert expected.accepted == len(SEEDS.read_text().splitlines())
-    assert 0 < expected.counts[pipe.spec.final_stage] < expected.accepted  # dedup has work to do
+    assert 0 < expected.counts[pipe.spec.primary_leaf] < expected.accepted  # dedup has work to do
     assert _stage_counts(pipe, first_run) == expected.counts
     assert list(_stage_counts(pipe, first_run)) == pipe.spec.stages
 
     rows = pipe.dataset(first_run)
-    assert len(rows) == expected.counts[pipe.spec.final_stage]
+    assert len(rows) == expected.counts[pipe.spec.primary_leaf]
     _assert_rows_as_computed(rows, expected, missing=set())
     # The styles the simulator mixes in reach the dataset: right, wrong and failing answers.
     quality = _final_quality(pipe, first_run)
@@ -126,7 +126,7 @@ def test_every_stage_count_and_row_matches_the_independent_computation(
 
 
 def _sha256s(pipe: Pipeline, run_id: str) -> dict[str, str]:
-    folder = run_dir(pipe.spec, run_id) / pipe.spec.final_stage
+    folder = run_dir(pipe.spec, run_id) / pipe.spec.primary_leaf
     return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in DATASET_FILES}
 
 

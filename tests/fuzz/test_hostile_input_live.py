@@ -206,7 +206,7 @@ def _dead_letters(
 
 
 def _released_rows(spec: PipelineSpec, run_id: str) -> list[dict[str, Any]]:
-    path = run_dir(spec, run_id) / spec.final_stage / "data.jsonl"
+    path = run_dir(spec, run_id) / spec.primary_leaf / "data.jsonl"
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     return [{k: v for k, v in row.items() if k not in PER_RUN_FIELDS} for row in rows]
 

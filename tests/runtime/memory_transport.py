@@ -58,10 +58,10 @@ class MemoryBroker:
 
 
 class MemoryTransport:
-    def __init__(self, broker: MemoryBroker, group: str, input_topic: str) -> None:
+    def __init__(self, broker: MemoryBroker, group: str, input_topics: list[str]) -> None:
         self.broker = broker
         self.group = group
-        self.input_topic = input_topic
+        self.input_topics = input_topics
         self.listener: RebalanceListener | None = None
         self.assigned: list[TopicPartition] = []
         self.positions: dict[TopicPartition, int] = {}
@@ -79,7 +79,7 @@ class MemoryTransport:
 
     # -- scripting -------------------------------------------------------------------------------
     def all_partitions(self) -> list[TopicPartition]:
-        return [(self.input_topic, p) for p in range(len(self.broker.topics[self.input_topic]))]
+        return [(t, p) for t in self.input_topics for p in range(len(self.broker.topics[t]))]
 
     def rebalance(
         self, revoke: list[TopicPartition], assign: list[TopicPartition], lost: bool = False

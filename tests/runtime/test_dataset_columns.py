@@ -13,7 +13,7 @@ PIPELINE = Path(__file__).resolve().parents[2] / "examples/text2sql/pipeline.yam
 
 def test_example_dataset_leaves_out_teacher_fetch_details() -> None:
     spec = PipelineSpec.load(PIPELINE)
-    fields = PipelinePlan.build(spec).fields[spec.final_stage]
+    fields = PipelinePlan.build(spec).fields[spec.primary_leaf]
     columns = dataset_columns(fields)
     assert [f["name"] for f in fields if f["name"] not in columns] == ["teacher_cached", "teacher_latency_ms"]
     assert {"source_index", "sample_id", "generation", "teacher_model", "sql", "keep"} <= set(columns)

@@ -68,7 +68,7 @@ class Harness:
         self.broker.create(spec.dlq_topic, PARTITIONS)
         self.broker.create(spec.progress_topic, 1)
         self.wiring = self.plan.wiring("s")
-        self.transport = MemoryTransport(self.broker, self.wiring.group_id, self.wiring.input_topic)
+        self.transport = MemoryTransport(self.broker, self.wiring.group_id, self.wiring.input_topics)
         self.control = StopAll()
         self.runner = StepRunner(
             self.plan.steps["s"],
@@ -187,7 +187,7 @@ def test_rows_flow_in_order_and_the_marker_follows_them() -> None:
     }
     ended = sorted(p for rec in h.progress() for p in rec.partitions_ended)
     assert ended == [0, 1]
-    assert h.broker.committed[(h.wiring.group_id, (h.wiring.input_topic, 0))] == 3
+    assert h.broker.committed[(h.wiring.group_id, (h.wiring.inputs[0].topic, 0))] == 3
     assert h.transport.closed and h.control.closed
 
 
@@ -199,8 +199,8 @@ def test_a_slow_message_holds_its_partition_only() -> None:
     h.batch("r", rows(2, 1), 1)  # partition 1: independent
 
     async def scenario() -> None:
-        seeds0 = (h.wiring.input_topic, 0)
-        seeds1 = (h.wiring.input_topic, 1)
+        seeds0 = (h.wiring.inputs[0].topic, 0)
+        seeds1 = (h.wiring.inputs[0].topic, 1)
 
         def committed(tp: TopicPartition) -> int:
             return h.broker.committed.get((h.wiring.group_id, tp), 0)
@@ -240,7 +240,7 @@ def test_a_revoke_commits_what_is_done_and_drops_what_is_in_flight() -> None:
     h.batch("r", rows(0, 1), 0)
     h.batch("r", rows(1, 1), 0)  # in flight when the partition is revoked
     h.batch("r", rows(2, 1), 0)
-    seeds0 = (h.wiring.input_topic, 0)
+    seeds0 = (h.wiring.inputs[0].topic, 0)
 
     async def scenario() -> None:
         task = asyncio.ensure_future(h.run_until(lambda: len(h.out_rows()) == 3))
@@ -261,7 +261,7 @@ def test_lost_partitions_commit_nothing_and_are_read_again() -> None:
     h = Harness("tests.runtime.steps:Gated", max_in_flight=8)
     steps.GATES[0] = asyncio.Event()
     h.batch("r", rows(0, 2), 0)
-    seeds0 = (h.wiring.input_topic, 0)
+    seeds0 = (h.wiring.inputs[0].topic, 0)
 
     async def scenario() -> None:
         task = asyncio.ensure_future(h.run_until(lambda: len(h.out_rows()) == 2))
@@ -333,7 +333,7 @@ def test_fail_fast_stops_the_runner_and_commits_nothing_of_that_message(step: st
     with pytest.raises(StepFailed, match=r"step s failed on row source_index=4 .*ValueError: row 4 asked"):
         asyncio.run(asyncio.wait_for(h.runner.run(), 10))
     assert 3 not in [r["source_index"] for r in h.out_rows()]
-    assert h.broker.committed.get((h.wiring.group_id, (h.wiring.input_topic, 0)), 0) <= 1
+    assert h.broker.committed.get((h.wiring.group_id, (h.wiring.inputs[0].topic, 0)), 0) <= 1
 
 
 def test_undecodable_and_foreign_records_are_dead_lettered_with_their_bytes() -> None:

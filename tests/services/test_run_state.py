@@ -121,7 +121,7 @@ def _run(events: list[Event], snapshot_at: int | None = None) -> RunState:
         assert state.status == "running"
         _apply(state, event)
     assert state.all_drained()
-    state.finish("score", GATES, now_ms=10_000)
+    state.finish({"score": GATES}, now_ms=10_000)
     return state
 
 
@@ -183,12 +183,12 @@ def test_failed_gate_and_gate_config_error() -> None:
     state.add_rows("seeds", [{"source_index": 0}])
     state.add_marker("seeds", 0, _marker(0, 1))
     assert state.all_drained()
-    state.finish("seeds", {"min_total": 2, "min_exec_pass_rate": 0.5}, 1)
+    state.finish({"seeds": {"min_total": 2, "min_exec_pass_rate": 0.5}}, 1)
     assert state.verdict == {
         "passed": False,
         "failures": ["total 1.0000 < min_total 2.0000", "exec_pass_rate missing (min_exec_pass_rate 0.5000)"],
     }
-    state.finish("seeds", {"min_bogus": 1}, 1)
+    state.finish({"seeds": {"min_bogus": 1}}, 1)
     assert state.verdict is not None and not state.verdict["passed"]
     assert state.verdict["failures"][0].startswith(
         "gate configuration error: unknown quality gate(s) min_bogus"
