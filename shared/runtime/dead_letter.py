@@ -5,10 +5,26 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 DEAD_LETTER_SCHEMA = "dead_letter"
 MAX_PAYLOAD_CHARS = 100_000
+#: Cap of the `raw` field: a rejected record is kept byte-exact up to this size (seed records
+#: are ~0.5 KB; the cap only cuts hostile or broken input), and `raw_truncated` says it was cut.
+#: With the 100,000-character payload and the message cap it keeps a dead letter far under
+#: the broker's 1 MB message limit.
+MAX_RAW_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RecordOrigin:
+    """Where a record of an input file came from: the file's name, the 1-based physical line it
+    starts on and its exact bytes (what a dead letter of it carries)."""
+
+    file: str
+    line: int
+    raw: bytes
 
 
 def dead_letter(
@@ -20,8 +36,14 @@ def dead_letter(
     row: dict[str, Any] | None = None,
     raw: bytes | None = None,
     source: tuple[str, int, int] | None = None,
+    origin: RecordOrigin | None = None,
 ) -> dict[str, Any]:
-    """A DLQ record; `row` is kept as JSON, `raw` (undecodable bytes) as base64, both truncated."""
+    """A DLQ record. `row` is kept as JSON (truncated); `raw`, the rejected bytes (an undecodable
+    message, a seed file's record), byte-exact in the `raw` field up to MAX_RAW_BYTES. Without a
+    row, `raw` also fills the base64 `payload` as before, for readers of the older schema.
+    `source` is the Kafka message, `origin` the file record (its bytes unless `raw` is given)."""
+    if origin is not None and raw is None:
+        raw = origin.raw
     if row is not None:
         payload, encoding = (
             _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:MAX_PAYLOAD_CHARS]),
@@ -44,6 +66,10 @@ def dead_letter(
         "payload": payload,
         "payload_encoding": encoding,
         "created_at_ms": int(time.time() * 1000),
+        "raw": None if raw is None else bytes(raw[:MAX_RAW_BYTES]),
+        "raw_truncated": raw is not None and len(raw) > MAX_RAW_BYTES,
+        "source_file": _utf8(origin.file) if origin else None,
+        "source_line": origin.line if origin else None,
     }
 
 
