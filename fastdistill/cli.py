@@ -100,32 +100,48 @@ def produce(
         ),
     ] = None,
 ) -> None:
-    """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ."""
+    """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ.
+    A run id is single-use: one that was produced before is refused."""
+    from rich.markup import escape
+
+    from fastdistill.ingest import SeedFileError
+    from shared.kafka.run_producer import RunIdTaken
+    from shared.kafka.topic_end import TopicEndNotReached
+
     spec = _spec(pipeline)
     plan = PipelinePlan.build(spec)
     run = run_id or _new_run_id(file)
-    seeds = read_seeds(file, plan.seed_model(), run, head)
+    try:
+        seeds = read_seeds(file, plan.seed_model(), run, head)
+    except (OSError, SeedFileError) as exc:
+        console.print(f"[red]cannot read seeds {escape(str(file))}: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(2) from None
     kafka = KafkaSettings()
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
-    summary = produce_run(
-        kafka,
-        plan.serde(RegistrySettings().client()),
-        run_id=run,
-        topic=spec.topic(SEEDS_STAGE),
-        schema=plan.schema_name(SEEDS_STAGE),
-        dlq_topic=spec.dlq_topic,
-        rows=seeds.rows,
-        dead_letters=seeds.dead_letters,
-        batch_size=spec.batch_size,
-        limit=limit,
-        control_topic=spec.control_topic,
-    )
+    try:
+        summary = produce_run(
+            kafka,
+            plan.serde(RegistrySettings().client()),
+            run_id=run,
+            topic=spec.topic(SEEDS_STAGE),
+            schema=plan.schema_name(SEEDS_STAGE),
+            dlq_topic=spec.dlq_topic,
+            rows=seeds.rows,
+            dead_letters=seeds.dead_letters,
+            batch_size=spec.batch_size,
+            limit=limit,
+            control_topic=spec.control_topic,
+            origins=seeds.origins,
+        )
+    except (RunIdTaken, TopicEndNotReached) as exc:
+        console.print(f"[red]refused: {escape(str(exc))}[/]", highlight=False)
+        raise typer.Exit(2) from None
     console.print(
         f"run {summary.run_id}: {summary.rows} seeds in {summary.batches} batches, "
         f"{summary.dead_letters} invalid to {spec.dlq_topic}"
     )
     for record in seeds.dead_letters[:20]:
-        console.print(f"  [yellow]rejected[/] {record['error_message']}")
+        console.print(f"  [yellow]rejected[/] {escape(record['error_message'])}", highlight=False)
     print(summary.run_id)
 
 
