@@ -18,7 +18,10 @@ from fastdistill.ingest import BOM
 from fastdistill.local_stack import free_port
 
 TEMPLATE = "Schema: s\nQuestion: {q}\nSQL:"
-GOOD = [{"task_id": f"t{i}", "instruction": f"Question {i}?", "gold_sql": f"SELECT name FROM t{i};"} for i in range(3)]
+GOOD = [
+    {"task_id": f"t{i}", "instruction": f"Question {i}?", "gold_sql": f"SELECT name FROM t{i};"}
+    for i in range(3)
+]
 
 
 def _hostile_jsonl(path: Path) -> Path:
