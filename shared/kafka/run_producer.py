@@ -85,7 +85,7 @@ def produce_run(
     )
     producer.init_transactions(30)
     if control_topic is not None and control.is_registered(kafka, control_topic, run_id):
-        raise RunIdTaken(f"run id {run_id!r} was produced already; run ids are single-use: choose another")
+        raise RunIdTaken(f"run id {run_id!r} was produced already (run ids are single-use)")
     partitions = clients.partition_count(producer, topic)
     producer.begin_transaction()
     seq = 0
