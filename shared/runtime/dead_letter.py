@@ -15,6 +15,11 @@ MAX_PAYLOAD_CHARS = 100_000
 #: With the 100,000-character payload and the message cap it keeps a dead letter far under
 #: the broker's 1 MB message limit.
 MAX_RAW_BYTES = 64 * 1024
+#: With the bytes in `raw`, the payload (the row as JSON, or the bytes as base64 for readers of
+#: the older schema) is a convenience copy, capped lower: a dead letter of a record too large
+#: for a message (MessageTooLarge) must itself fit one, down to the smallest message cap
+#: (`KafkaSettings.max_message_bytes` >= 100,000): 64 KiB + 16 KiB + the reason.
+MAX_PAYLOAD_CHARS_BESIDE_RAW = 16 * 1024
 
 
 @dataclass(frozen=True)
@@ -40,17 +45,16 @@ def dead_letter(
 ) -> dict[str, Any]:
     """A DLQ record. `row` is kept as JSON (truncated); `raw`, the rejected bytes (an undecodable
     message, a seed file's record), byte-exact in the `raw` field up to MAX_RAW_BYTES. Without a
-    row, `raw` also fills the base64 `payload` as before, for readers of the older schema.
-    `source` is the Kafka message, `origin` the file record (its bytes unless `raw` is given)."""
+    row, the start of `raw` also fills the base64 `payload` as before, for readers of the older
+    schema. `source` is the Kafka message, `origin` the file record (its bytes unless `raw` is
+    given)."""
     if origin is not None and raw is None:
         raw = origin.raw
+    cap = MAX_PAYLOAD_CHARS if raw is None else MAX_PAYLOAD_CHARS_BESIDE_RAW
     if row is not None:
-        payload, encoding = (
-            _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:MAX_PAYLOAD_CHARS]),
-            "JSON",
-        )
+        payload, encoding = _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:cap]), "JSON"
     elif raw is not None:
-        payload, encoding = base64.b64encode(raw).decode()[:MAX_PAYLOAD_CHARS], "BASE64"
+        payload, encoding = base64.b64encode(raw[: cap // 4 * 3]).decode(), "BASE64"
     else:
         payload, encoding = None, "NONE"
     return {

@@ -12,7 +12,13 @@ import fastavro
 import pytest
 
 from shared.config import RegistrySettings
-from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, MAX_RAW_BYTES, RecordOrigin, dead_letter
+from shared.runtime.dead_letter import (
+    DEAD_LETTER_SCHEMA,
+    MAX_PAYLOAD_CHARS_BESIDE_RAW,
+    MAX_RAW_BYTES,
+    RecordOrigin,
+    dead_letter,
+)
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde
 from tests.schema_registry_stand_in import schema_registry
@@ -165,3 +171,21 @@ def test_record_size(size: int) -> None:
     )
     added = len(with_raw) - len(without)
     assert min(size, MAX_RAW_BYTES) < added <= min(size, MAX_RAW_BYTES) + 24
+
+
+def test_a_dead_letter_of_a_huge_record_fits_the_smallest_message_cap() -> None:
+    """KafkaSettings.max_message_bytes may be as low as 100,000: a MessageTooLarge dead letter of a
+    huge row, or one of ~1 MB of garbage read from a topic, must still be sendable."""
+    serde = _serde()
+    huge_row = dead_letter(
+        step="produce",
+        error_type="MessageTooLarge",
+        error_message="seeds.jsonl:3: " + "r" * 300,
+        row={"source_index": 1, "text": "x" * 1_000_000},
+        origin=RecordOrigin("seeds.jsonl", 3, b"y" * 1_000_000),
+    )
+    garbage = dead_letter(step="s", error_type="UndecodableMessage", error_message="m", raw=bytes(900_000))
+    for record in (huge_row, garbage):
+        assert len(serde.encode(DEAD_LETTER_SCHEMA, record)) < 100_000 - 10_000
+    # The base64 copy for older readers is the start of the bytes, whole base64 quads.
+    assert base64.b64decode(garbage["payload"]) == bytes(MAX_PAYLOAD_CHARS_BESIDE_RAW // 4 * 3)
