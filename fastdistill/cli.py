@@ -100,32 +100,51 @@ def produce(
         ),
     ] = None,
 ) -> None:
-    """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ."""
+    """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ.
+    A run id is single-use: one that was produced before is refused."""
+    from rich.markup import escape
+
+    from fastdistill.dead_letters import safe
+    from fastdistill.ingest import SeedFileError
+    from shared.kafka.run_producer import RunIdTaken
+    from shared.kafka.topic_end import TopicEndNotReached
+
     spec = _spec(pipeline)
     plan = PipelinePlan.build(spec)
     run = run_id or _new_run_id(file)
-    seeds = read_seeds(file, plan.seed_model(), run, head)
+    try:
+        seeds = read_seeds(file, plan.seed_model(), run, head)
+    except (OSError, SeedFileError) as exc:
+        message = f"cannot read seeds {file}: {exc}"
+        console.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     kafka = KafkaSettings()
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
-    summary = produce_run(
-        kafka,
-        plan.serde(RegistrySettings().client()),
-        run_id=run,
-        topic=spec.topic(SEEDS_STAGE),
-        schema=plan.schema_name(SEEDS_STAGE),
-        dlq_topic=spec.dlq_topic,
-        rows=seeds.rows,
-        dead_letters=seeds.dead_letters,
-        batch_size=spec.batch_size,
-        limit=limit,
-        control_topic=spec.control_topic,
-    )
+    try:
+        summary = produce_run(
+            kafka,
+            plan.serde(RegistrySettings().client()),
+            run_id=run,
+            topic=spec.topic(SEEDS_STAGE),
+            schema=plan.schema_name(SEEDS_STAGE),
+            dlq_topic=spec.dlq_topic,
+            rows=seeds.rows,
+            dead_letters=seeds.dead_letters,
+            batch_size=spec.batch_size,
+            limit=limit,
+            control_topic=spec.control_topic,
+            origins=seeds.origins,
+        )
+    except (RunIdTaken, TopicEndNotReached) as exc:
+        console.print(f"[red]refused: {escape(str(exc))}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     console.print(
         f"run {summary.run_id}: {summary.rows} seeds in {summary.batches} batches, "
         f"{summary.dead_letters} invalid to {spec.dlq_topic}"
     )
     for record in seeds.dead_letters[:20]:
-        console.print(f"  [yellow]rejected[/] {record['error_message']}")
+        reason = escape(safe(record["error_message"]))
+        console.print(f"  [yellow]rejected[/] {reason}", highlight=False, soft_wrap=True)
     print(summary.run_id)
 
 
@@ -226,6 +245,31 @@ def status(
     if run_id is not None and run_id not in states:
         console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/]")
         raise typer.Exit(1)
+
+
+@app.command()
+def dlq(
+    run_id: Annotated[str | None, typer.Argument(help="one run (default: every dead letter)")] = None,
+    step: Annotated[str | None, typer.Option(help="only this step's dead letters (e.g. produce)")] = None,
+    raw: Annotated[
+        int, typer.Option("--raw", min=0, help="also print the first N dead letters whole, raw bytes too")
+    ] = 0,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Read the dead-letter topic to its end: counts by (step, error type) with an example each."""
+    from fastdistill.dead_letters import read_dead_letters, record_lines, summary_lines
+
+    spec = _spec(pipeline)
+    plan = PipelinePlan.build(spec)
+    letters = read_dead_letters(
+        KafkaSettings(), plan.serde(RegistrySettings().client()), spec.dlq_topic, run_id=run_id, step=step
+    )
+    for line in summary_lines(letters, spec.dlq_topic, run_id, step):
+        print(line)
+    shown = letters.records[:raw]
+    for number, record in enumerate(shown, 1):
+        for line in record_lines(record, number, len(letters.records)):
+            print(line)
 
 
 @app.command()

@@ -7,6 +7,11 @@ writes its marker and its progress record in one transaction but to different to
 the coordinator may read in either order; without it the counts and timings could miss the
 last transaction.
 
+A run made by `fastdistill produce` is also not done before every seed row it produced has been
+seen: each of its seed markers carries `rows_before`, the run's row count, and the seeds stage
+must have counted exactly that many rows. (Markers drained alone do not say it: a second produce
+of the same run id, refused now, ended its partitions with the first copy's markers.)
+
 The state is a snapshot (`to_json`) the coordinator writes to a compacted topic together with
 its offsets, so restoring it and reading on yields exactly the reports of an uninterrupted run.
 """
@@ -22,6 +27,7 @@ from services.coordinator.gates import GateConfigError, evaluate_gates
 from services.coordinator.manifest import ManifestAgg, iso_ms
 from services.coordinator.quality import QualityAgg
 from services.coordinator.timing import StepTiming, timing_report
+from shared.pipeline import SEEDS_STAGE
 from shared.runtime.markers import MarkerTracker
 
 SNAPSHOT_VERSION = 1
@@ -97,6 +103,8 @@ class RunState:
     #: Stages whose rows nobody computes in this run, so no progress record speaks for them: the
     #: seeds, or the stages a replay re-produced. None: the first stage.
     sources: list[str] | None = None
+    #: Rows the run's producer wrote to the seeds stage (`rows_before` of its seed markers).
+    seeds_expected: int | None = None
 
     @classmethod
     def new(
@@ -148,6 +156,9 @@ class RunState:
         self._stage(stage).markers.observe(
             self.run_id, partition, marker["source_partition"], marker["source_partitions"]
         )
+        # 0 is the field's default: a marker that does not state the count (one of a step's).
+        if stage == SEEDS_STAGE and marker.get("rows_before"):
+            self.seeds_expected = max(self.seeds_expected or 0, int(marker["rows_before"]))
 
     def add_progress(self, record: dict[str, Any]) -> None:
         state = self.stages.get(record["stage"])
@@ -176,7 +187,17 @@ class RunState:
     def _drained(self, state: StageState) -> int:
         return len(state.markers.drained_partitions(self.run_id))
 
+    def seeds_accounted(self) -> bool:
+        """Every seed row the producer wrote has been counted on the seeds stage. (A replay's
+        markers count per partition, so its input stage is not checked.)"""
+        seeds = self.stages.get(SEEDS_STAGE)
+        if seeds is None or self.replay is not None or self.seeds_expected is None:
+            return True
+        return seeds.manifest.count == self.seeds_expected
+
     def all_drained(self) -> bool:
+        if not self.seeds_accounted():
+            return False
         sources = self._sources
         for stage, state in self.stages.items():
             if self._drained(state) < state.partitions:
@@ -311,6 +332,7 @@ class RunState:
             "limit": self.limit,
             "stopped_ms": self.stopped_ms,
             "taken": self.taken,
+            "seeds_expected": self.seeds_expected,
             "stages": [
                 {
                     "stage": stage,
@@ -357,4 +379,5 @@ class RunState:
             list(data.get("taken", [])),
             replay=data.get("replay"),
             sources=data.get("sources"),
+            seeds_expected=data.get("seeds_expected"),
         )

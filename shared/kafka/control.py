@@ -5,10 +5,15 @@ seeds; once N rows of the run have passed the final stage, the coordinator write
 `{"run_id", "limit": N, "stop": true}` in the transaction of its run state. Every step service
 tails the topic (`ControlView`) and drops the rows of a stopped run instead of processing them,
 while the run's end markers flow on, so the run drains and finishes as any other.
+
+The topic is also the run registry: every `fastdistill produce` writes `{"run_id", "limit",
+"registered": true}` in the transaction of the run's seeds, so a run id that has a record here
+was produced (`is_registered`), and a second produce of it is refused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -20,12 +25,18 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.kafka.state import read_compacted
+from shared.kafka.topic_end import read_to_end
 
 log = logging.getLogger(__name__)
 
 
 def limit_record(run_id: str, limit: int) -> bytes:
     return json.dumps({"run_id": run_id, "limit": limit, "stop": False}).encode()
+
+
+def register_record(run_id: str, limit: int | None) -> bytes:
+    """What `produce` writes for every run (with its limit, None for none)."""
+    return json.dumps({"run_id": run_id, "limit": limit, "stop": False, "registered": True}).encode()
 
 
 def stop_record(run_id: str, limit: int) -> bytes:
@@ -50,6 +61,26 @@ def parse(value: bytes | None) -> dict[str, Any] | None:
 def read_all(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
     """The latest control record of every run, read to the topic's end."""
     return [r for value in read_compacted(kafka, topic).values() if (r := parse(value)) is not None]
+
+
+def is_registered(kafka: KafkaSettings, topic: str, run_id: str, timeout_s: float = 60.0) -> bool:
+    """Whether the control topic holds a committed record of `run_id` (a registration, a limit or
+    a stop: each exists only for a produced run), read to its end as of now.
+
+    "Its end" is the high watermark, not the last stable offset a read_committed reader stops
+    at: a record committed after a transaction that is still open (another run's produce) sits
+    beyond that offset, so the read waits until every transaction open now has ended
+    (TopicEndNotReached after `timeout_s`). The caller's own earlier transactions have ended
+    already (`init_transactions` of its transactional id completes or aborts them), so a
+    produce that committed is always seen.
+    """
+    key = run_id.encode()
+    messages = read_to_end(kafka, topic, timeout_s=timeout_s, past_open_transactions=True)
+    with contextlib.closing(messages):
+        for msg in messages:
+            if msg.key() == key and (record := parse(msg.value())) is not None and record["run_id"] == run_id:
+                return True
+    return False
 
 
 @dataclass

@@ -5,10 +5,31 @@ from __future__ import annotations
 import base64
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 DEAD_LETTER_SCHEMA = "dead_letter"
 MAX_PAYLOAD_CHARS = 100_000
+#: Cap of the `raw` field: a rejected record is kept byte-exact up to this size (seed records
+#: are ~0.5 KB; the cap only cuts hostile or broken input), and `raw_truncated` says it was cut.
+#: With the 100,000-character payload and the message cap it keeps a dead letter far under
+#: the broker's 1 MB message limit.
+MAX_RAW_BYTES = 64 * 1024
+#: With the bytes in `raw`, the payload (the row as JSON, or the bytes as base64 for readers of
+#: the older schema) is a convenience copy, capped lower: a dead letter of a record too large
+#: for a message (MessageTooLarge) must itself fit one, down to the smallest message cap
+#: (`KafkaSettings.max_message_bytes` >= 100,000): 64 KiB + 16 KiB + the reason.
+MAX_PAYLOAD_CHARS_BESIDE_RAW = 16 * 1024
+
+
+@dataclass(frozen=True)
+class RecordOrigin:
+    """Where a record of an input file came from: the file's name, the 1-based physical line it
+    starts on and its exact bytes (what a dead letter of it carries)."""
+
+    file: str
+    line: int
+    raw: bytes
 
 
 def dead_letter(
@@ -20,15 +41,20 @@ def dead_letter(
     row: dict[str, Any] | None = None,
     raw: bytes | None = None,
     source: tuple[str, int, int] | None = None,
+    origin: RecordOrigin | None = None,
 ) -> dict[str, Any]:
-    """A DLQ record; `row` is kept as JSON, `raw` (undecodable bytes) as base64, both truncated."""
+    """A DLQ record. `row` is kept as JSON (truncated); `raw`, the rejected bytes (an undecodable
+    message, a seed file's record), byte-exact in the `raw` field up to MAX_RAW_BYTES. Without a
+    row, the start of `raw` also fills the base64 `payload` as before, for readers of the older
+    schema. `source` is the Kafka message, `origin` the file record (its bytes unless `raw` is
+    given)."""
+    if origin is not None and raw is None:
+        raw = origin.raw
+    cap = MAX_PAYLOAD_CHARS if raw is None else MAX_PAYLOAD_CHARS_BESIDE_RAW
     if row is not None:
-        payload, encoding = (
-            _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:MAX_PAYLOAD_CHARS]),
-            "JSON",
-        )
+        payload, encoding = _utf8(json.dumps(row, default=repr, ensure_ascii=False)[:cap]), "JSON"
     elif raw is not None:
-        payload, encoding = base64.b64encode(raw).decode()[:MAX_PAYLOAD_CHARS], "BASE64"
+        payload, encoding = base64.b64encode(raw[: cap // 4 * 3]).decode(), "BASE64"
     else:
         payload, encoding = None, "NONE"
     return {
@@ -44,6 +70,10 @@ def dead_letter(
         "payload": payload,
         "payload_encoding": encoding,
         "created_at_ms": int(time.time() * 1000),
+        "raw": None if raw is None else bytes(raw[:MAX_RAW_BYTES]),
+        "raw_truncated": raw is not None and len(raw) > MAX_RAW_BYTES,
+        "source_file": _utf8(origin.file) if origin else None,
+        "source_line": origin.line if origin else None,
     }
 
 

@@ -12,6 +12,7 @@ import io
 import json
 import random
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,22 @@ def malformed_record(rng: random.Random, seed: dict[str, Any]) -> tuple[str, dic
 
 def malformed_line(rng: random.Random, seed: dict[str, Any]) -> tuple[str, bytes]:
     """One JSONL line that must be rejected: a malformed object, or bytes that are no seed at all."""
-    kind = rng.choice(["record"] * 8 + ["invalid_utf8", "truncated", "not_object", "deep", "big_number"])
+    kind = rng.choice(
+        ["record"] * 8 + ["invalid_utf8", "truncated", "not_object", "deep", "big_number", "duplicate_key"]
+    )
     if kind == "record":
         kind, record = malformed_record(rng, seed)
         return kind, json.dumps(record).encode()
     text = json.dumps(seed, ensure_ascii=False)
+    if kind == "duplicate_key":  # valid JSON whose meaning depends on the parser: rejected, naming the key
+        profile = seed.get("decode_profile")
+        if isinstance(profile, dict) and profile and rng.random() < 0.3:  # in the nested object
+            inner = json.dumps(profile)
+            twice = f'{{"{rng.choice(sorted(profile))}": 1, ' + inner[1:]
+            return kind, text.replace(inner, twice, 1).encode()
+        key = rng.choice(sorted(seed))
+        first = json.dumps({key: rng.choice(["x", seed[key]])})
+        return kind, (first[:-1] + ", " + text[1:]).encode()
     if kind == "invalid_utf8":
         at = text.index('"instruction": "') + len('"instruction": "')
         junk = rng.choice(
@@ -139,7 +151,8 @@ def malformed_csv_row(rng: random.Random, seed: dict[str, Any]) -> tuple[str, by
     """One CSV record (under the header CSV_COLUMNS) that must be rejected."""
     cells = csv_cells(seed)
     kind = rng.choice(
-        ["missing", "extra_cells", "huge", "over_csv_limit", "nul", "invalid_utf8"] + ["profile"] * 2
+        ["missing", "extra_cells", "huge", "over_csv_limit", "nul", "invalid_utf8", "duplicate_key"]
+        + ["profile"] * 2
     )
     if kind == "missing":
         cells[rng.choice(REQUIRED)] = ""
@@ -152,6 +165,8 @@ def malformed_csv_row(rng: random.Random, seed: dict[str, Any]) -> tuple[str, by
     elif kind == "nul":
         field = rng.choice(TEXT_FIELDS)
         cells[field] = _spliced(rng, cells[field] or "", "\x00")
+    elif kind == "duplicate_key":  # in the one cell that holds JSON
+        cells["decode_profile"] = '{"max_tokens": 64, "temperature": 0.1, "max_tokens": 128}'
     elif kind == "invalid_utf8":  # surrogateescape turns these back into the raw bytes 0x80-0xff
         field = rng.choice(TEXT_FIELDS)
         cells[field] = _spliced(rng, cells[field] or "", chr(0xDC00 + rng.randint(0x80, 0xFF)))
@@ -229,3 +244,44 @@ def control_garbage(rng: random.Random) -> tuple[str, bytes]:
         return kind, json.dumps({"run_id": [rng.randint(0, 9)], "passed": "yes", "snapshot": 3}).encode()
     depth = rng.randint(10_000, 100_000)
     return kind, b"[" * depth + b"]" * depth
+
+
+# -- whole seed files ------------------------------------------------------------------------------
+@dataclass
+class FileRecord:
+    """A record as written: its position among the records, the physical line it starts on, its
+    bytes without the line terminator, and its malformation (None: the valid `seed`)."""
+
+    index: int
+    line: int
+    raw: bytes
+    kind: str | None
+    seed: dict[str, Any] | None = None
+
+
+@dataclass
+class SeedFileWriter:
+    """Assembles a seed file piece by piece, noting where each record starts and its bytes."""
+
+    data: bytearray = field(default_factory=bytearray)
+    line: int = 1
+    records: list[FileRecord] = field(default_factory=list)
+
+    def put(self, chunk: bytes) -> None:
+        """Bytes that are not a record: a BOM, the CSV header, blank lines."""
+        self.data += chunk
+        self.line += chunk.count(b"\n")
+
+    def record(
+        self, raw: bytes, terminator: bytes, kind: str | None, seed: dict[str, Any] | None = None
+    ) -> None:
+        self.records.append(FileRecord(len(self.records), self.line, raw, kind, seed))
+        self.put(raw + terminator)
+
+    @property
+    def malformed(self) -> list[FileRecord]:
+        return [r for r in self.records if r.kind is not None]
+
+    @property
+    def valid(self) -> list[FileRecord]:
+        return [r for r in self.records if r.kind is None]

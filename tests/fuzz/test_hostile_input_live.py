@@ -5,12 +5,13 @@ While three runs of the example seeds go through, garbage bytes (random, truncat
 another schema, a right header with a corrupt body, empty, ~1 MB, ...) land in five waves on every
 topic a service reads: the seeds topic and every stage topic, the progress and dead-letter topics
 (read by the coordinator) and the JSON control topics (runs, gates, control, every step's markers store).
-Two of the runs carry 10,000 and 500 malformed seeds interleaved with the valid ones (JSONL and
-CSV through `fastdistill produce`). Then:
+Two of the runs carry 10,000 and 500 malformed seeds interleaved with the valid ones (JSONL with
+a UTF-8 BOM, and CSV with a BOM and CRLF line ends, through `fastdistill produce`). Then:
 - every garbage message is exactly one dead letter, written by the service that reads its topic,
   with a readable reason (control topics: skipped with a warning; the services stay up, also
   when a restart makes them re-read those topics);
-- every malformed seed is exactly one dead letter of its run, with a reason naming its record;
+- every malformed seed is exactly one dead letter of its run, with a reason naming its file and
+  line, and its bytes as written (`raw`, capped at 64 KiB);
 - no service died, every /healthz answers ok;
 - the fuzzed runs released exactly the rows of the clean run.
 The figures (by kind and by reason) are printed; `pytest -s` shows them (docs/fuzzing.md).
@@ -26,6 +27,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,7 @@ import pytest
 import yaml
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from fastdistill.ingest import BOM
 from fastdistill.local_stack import SIM_NAME, LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir, wait_for_release
@@ -40,13 +43,14 @@ from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
-from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
+from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, MAX_RAW_BYTES, dead_letter
 from shared.runtime.progress import PROGRESS_SCHEMA
 from shared.serde import AvroSerde, UndecodableMessage
 from tests.fuzz.malformed import (
     CSV_COLUMNS,
     REPO,
     SEEDS,
+    SeedFileWriter,
     control_garbage,
     csv_cells,
     csv_row,
@@ -153,25 +157,40 @@ class Garbage:
         self.producer.produce(topic, value=value, key=key, partition=partition, on_delivery=delivered)
 
 
-def _seed_files(folder: Path, rng: random.Random) -> tuple[Path, Path, Counter[str], Counter[str]]:
-    """The example seeds with malformed records interleaved at random places, as JSONL and as CSV."""
+@dataclass
+class FuzzedFile:
+    path: Path
+    kinds: Counter[str]
+    #: physical line -> the bytes of the malformed record that starts there
+    malformed: dict[int, bytes]
+
+
+def _seed_files(folder: Path, rng: random.Random) -> tuple[FuzzedFile, FuzzedFile]:
+    """The example seeds with malformed records interleaved at random places, as JSONL (with a
+    UTF-8 BOM) and as CSV (with a BOM and CRLF line ends)."""
     seeds = valid_seeds()
-    jsonl_kinds: Counter[str] = Counter()
-    csv_kinds: Counter[str] = Counter()
-    lines = [json.dumps(s).encode() for s in seeds]
+    jsonl: list[tuple[bytes, str | None]] = [(json.dumps(s).encode(), None) for s in seeds]
     for _ in range(MALFORMED_JSONL):
         kind, line = malformed_line(rng, rng.choice(seeds))
-        jsonl_kinds[kind] += 1
-        lines.insert(rng.randint(0, len(lines)), line)
-    rows = [csv_row(csv_cells(s)) for s in seeds]
+        jsonl.insert(rng.randint(0, len(jsonl)), (line, kind))
+    rows: list[tuple[bytes, str | None]] = [(csv_row(csv_cells(s))[:-1], None) for s in seeds]
     for _ in range(MALFORMED_CSV):
         kind, row = malformed_csv_row(rng, rng.choice(seeds))
-        csv_kinds[kind] += 1
-        rows.insert(rng.randint(0, len(rows)), row)
-    jsonl, csv = folder / "fuzzed.jsonl", folder / "fuzzed.csv"
-    jsonl.write_bytes(b"\n".join(lines) + b"\n")
-    csv.write_bytes(",".join(CSV_COLUMNS).encode() + b"\n" + b"".join(rows))
-    return jsonl, csv, jsonl_kinds, csv_kinds
+        rows.insert(rng.randint(0, len(rows)), (row[:-1], kind))
+    files = []
+    for name, records, header, end in (
+        ("fuzzed.jsonl", jsonl, b"", b"\n"),
+        ("fuzzed.csv", rows, ",".join(CSV_COLUMNS).encode() + b"\r\n", b"\r\n"),
+    ):
+        writer = SeedFileWriter()
+        writer.put(BOM + header)
+        for raw, kind in records:
+            writer.record(raw, end, kind)
+        path = folder / name
+        path.write_bytes(bytes(writer.data))
+        kinds = Counter(r.kind for r in writer.malformed if r.kind)
+        files.append(FuzzedFile(path, kinds, {r.line: r.raw for r in writer.malformed}))
+    return files[0], files[1]
 
 
 def _all_up(stack: LocalStack) -> None:
@@ -213,7 +232,7 @@ def _released_rows(spec: PipelineSpec, run_id: str) -> list[dict[str, Any]]:
 
 def _reason(message: str) -> str:
     """A message with its record position, numbers, schema and step names blanked, to count by reason."""
-    text = re.sub(r"^\S+ record \d+: ", "", message)
+    text = re.sub(r"^\S+:\d+: ", "", message)
     text = re.sub(r"batch:\w+|\bprogress\b|\bdead_letter\b", "<schema>", text)
     text = re.sub(r"step \w+|the sink", "<step>", text)
     text = re.sub(r"[0-9a-f]{8,}|\d+", "N", text)
@@ -235,7 +254,7 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
         tmp_path / "stack",
         {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000"},
     )
-    jsonl, csv, jsonl_kinds, csv_kinds = _seed_files(tmp_path, rng)
+    jsonl, csv = _seed_files(tmp_path, rng)
     runs = {name: f"run-{name}-{uuid.uuid4().hex[:6]}" for name in ("clean", "jsonl", "csv")}
     started = time.monotonic()
     try:
@@ -244,7 +263,7 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
         stack.start()
         garbage = Garbage(plan, serde, kafka, rng)  # now that the services created their state topics
         garbage.wave()
-        for name, seeds in (("clean", SEEDS), ("jsonl", jsonl), ("csv", csv)):
+        for name, seeds in (("clean", SEEDS), ("jsonl", jsonl.path), ("csv", csv.path)):
             stack.produce(seeds, runs[name])
             garbage.wave()
             _all_up(stack)
@@ -291,11 +310,16 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
         )
         assert len(found[0]["error_message"]) > 10, (source, kind, found)
 
-    # Malformed seeds: exactly one dead letter each, naming its record.
+    # Malformed seeds: exactly one dead letter each, naming its file and line, with its bytes.
     for name, file, expected in (("jsonl", jsonl, MALFORMED_JSONL), ("csv", csv, MALFORMED_CSV)):
         mine = [r for r in letters if r["run_id"] == runs[name] and r["step"] == "produce"]
         assert len(mine) == expected == len({r["row_index"] for r in mine})
-        assert all(r["error_message"].startswith(f"{file.name} record {r['row_index']}: ") for r in mine)
+        assert {r["source_line"] for r in mine} == set(file.malformed)
+        for r in mine:
+            assert r["error_message"].startswith(f"{file.path.name}:{r['source_line']}: "), r["error_message"]
+            assert r["source_file"] == file.path.name
+            raw = file.malformed[r["source_line"]]
+            assert r["raw"] == raw[:MAX_RAW_BYTES] and r["raw_truncated"] == (len(raw) > MAX_RAW_BYTES)
 
     # Every valid row arrived: the fuzzed runs released exactly the clean run's dataset.
     clean = _released_rows(spec, runs["clean"])
@@ -310,7 +334,7 @@ def test_garbage_on_every_topic_and_malformed_seeds_end_in_the_dlq(
         s: n for (r, s), n in pipeline_letters.items() if r == runs["clean"]
     }
 
-    _print_figures(garbage, letters, runs, jsonl_kinds, csv_kinds, len(clean), elapsed)
+    _print_figures(garbage, letters, runs, jsonl.kinds, csv.kinds, len(clean), elapsed)
 
 
 def _print_figures(

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from fastdistill.ingest import BOM, read_records
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_ANSWER = "SELECT 1;"
 
@@ -77,26 +82,33 @@ class AnswerBook:
 
     @classmethod
     def load(cls, path: Path | str | None) -> AnswerBook:
-        """From a seeds JSONL (`instruction`, `gold_sql` per line) or a JSON object instruction → SQL."""
+        """From a seed file (`instruction`, `gold_sql` per record; JSONL or CSV, read as
+        `fastdistill produce` reads it) or a JSON object instruction → SQL. Records that cannot
+        be read are skipped and named in one warning: a simulator serves the rest."""
         if path is None:
             return cls()
-        text = Path(path).read_text(encoding="utf-8")
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None  # JSONL with more than one line
-        if isinstance(data, dict) and "instruction" not in data:
-            return cls({str(k): str(v) for k, v in data.items()})
+        path = Path(path)
+        mapping = _json_map(path.read_bytes())
+        if mapping is not None:
+            return cls(mapping)
         answers: dict[str, str] = {}
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
+        skipped: list[str] = []
+        for record in read_records(path):
+            value, where = record.value, f"{record.origin.file}:{record.origin.line}"
+            if isinstance(value, Exception) or not isinstance(value, dict):
+                skipped.append(f"{where}: {value if isinstance(value, Exception) else 'not an object'}")
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON: {exc}") from exc
-            if row.get("instruction") and row.get("gold_sql"):
-                answers[row["instruction"]] = row["gold_sql"]
+            instruction, gold = value.get("instruction"), value.get("gold_sql")
+            if isinstance(instruction, str) and isinstance(gold, str) and instruction and gold:
+                answers[instruction] = gold
+        if skipped:
+            log.warning(
+                "teacher-sim: skipped %d unreadable record(s) of %s: %s%s",
+                len(skipped),
+                path,
+                "; ".join(skipped[:5]),
+                "; ..." if len(skipped) > 5 else "",
+            )
         return cls(answers)
 
     def __len__(self) -> int:
@@ -113,6 +125,17 @@ class AnswerBook:
             return UNKNOWN_ANSWER, None
         style = choose_style(prompt, seed, mix)
         return render(gold, style, prompt, seed), style
+
+
+def _json_map(data: bytes) -> dict[str, str] | None:
+    """The book as one JSON object of instruction → SQL, or None if the file is not one."""
+    try:
+        value = json.loads(data.removeprefix(BOM).decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or JSONL with more than one line
+        return None
+    if isinstance(value, dict) and "instruction" not in value:
+        return {str(k): str(v) for k, v in value.items()}
+    return None
 
 
 def choose_style(prompt: str, seed: int, mix: StyleMix) -> Style:
