@@ -182,6 +182,31 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
 
 
 @app.command()
+def validate(
+    pipeline: Annotated[Path, typer.Argument(help="the pipeline YAML")],
+    mermaid: Annotated[bool, typer.Option(help="print the DAG as a Mermaid flowchart instead")] = False,
+) -> None:
+    """Check a pipeline as a whole (steps, params, fields each step reads, schemas, routes, gates)
+    without a broker, and show its DAG."""
+    from fastdistill.dag_view import mermaid as to_mermaid
+    from fastdistill.dag_view import text_tree
+    from fastdistill.plan import PlanError
+
+    try:
+        spec = PipelineSpec.load(pipeline)
+        PipelinePlan.build(spec)
+    except PlanError as exc:
+        for problem in exc.problems:
+            console.print(f"[red]{pipeline}:[/] {problem}", highlight=False)
+        raise typer.Exit(2) from None
+    if mermaid:
+        print(to_mermaid(spec), end="")
+        return
+    Console().print(text_tree(spec))
+    console.print(f"[green]{pipeline}: {len(spec.steps)} steps, leaves: {', '.join(spec.leaves)}[/]")
+
+
+@app.command()
 def steps() -> None:
     """The step catalogue: every step a pipeline may name, its params (operational ones marked)."""
     from rich.table import Table

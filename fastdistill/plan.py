@@ -124,7 +124,9 @@ class PipelinePlan:
             max_in_flight=self.max_in_flight(step_id),
             max_buffered_rows=spec.max_buffered_rows,
             partition_by=spec.partition_by,
-            replay_scope=frozenset(s for s in self.spec.stages if step_id in self.spec.downstream(s)),
+            replay_scope=frozenset(
+                s for s in self.spec.topological_order() if step_id in self.spec.downstream(s)
+            ),
         )
 
     def route_test(self, stage: str, step_id: str) -> Callable[[Row], bool] | None:

@@ -121,3 +121,66 @@ class FirstText(Step[StepParams]):
             return None
         self.seen.put(row["text"], b"1")
         return row
+
+
+class TagParams(StepParams):
+    tag: str = "a"
+
+
+class Tag(Step[TagParams]):
+    """Adds `tag_<tag>`: the text with the tag, so branches of a DAG are told apart."""
+
+    name = "tag"
+
+    @property
+    def field(self) -> str:
+        return f"tag_{self.params.tag}"
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        return [{"name": self.field, "type": "string"}]
+
+    def process_row(self, row: Row) -> Row | None:
+        return row | {self.field: f"{self.params.tag}:{row['text']}"}
+
+
+class FanParams(StepParams):
+    n: int = 4
+
+
+class Fan(Step[FanParams]):
+    """N children per row (shared.fanout), each with a `variant` of the text."""
+
+    name = "fan"
+
+    def output_fields(self) -> list[dict[str, Any]]:
+        from shared.schemas import load_avsc
+
+        children_fields = load_avsc("rows/children.avsc")["fields"]
+        sample_id = {"name": "sample_id", "type": ["null", "string"], "default": None}
+        return [{"name": "variant", "type": "string"}, sample_id, *children_fields]
+
+    def process_row(self, row: Row) -> list[Row]:
+        from shared.fanout import children
+
+        parent = row | {"sample_id": f"s{row['source_index']}"}
+        return children(parent, [{"variant": f"{row['text']}#{i}"} for i in range(self.params.n)])
+
+
+class Keyed(Step[StepParams]):
+    """Gives the row a `sample_id` (from its source index), as the hash step would."""
+
+    name = "keyed"
+    outputs = ("sample_id",)
+    schema = {"type": "record", "name": "KeyedFields", "fields": [{"name": "sample_id", "type": "string"}]}
+
+    def process_row(self, row: Row) -> Row:
+        return row | {"sample_id": f"s{row['source_index']}"}
+
+
+def pick_branch(row: Row) -> list[str]:
+    """A route function: rows with an even source index go left, odd ones right, every tenth both."""
+    index = int(row["source_index"])
+    chosen = ["left" if index % 2 == 0 else "right"]
+    if index % 10 == 0:
+        chosen.append("right")
+    return chosen

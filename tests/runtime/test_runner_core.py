@@ -44,7 +44,15 @@ class StopAll:
 
 
 class Harness:
-    def __init__(self, step: str, *, params: dict[str, Any] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        step: str,
+        *,
+        params: dict[str, Any] | None = None,
+        before: list[dict[str, Any]] | None = None,
+        **options: Any,
+    ) -> None:
+        """The runner of step `s` (`step`), reading the seeds or stages of `before` (only `s` runs)."""
         settings = {
             k: options.pop(k)
             for k in ("pause_after_full_s", "max_message_bytes", "progress_stall_s", "lag_every_s")
@@ -56,7 +64,7 @@ class Harness:
                 "partitions": PARTITIONS,
                 "seed_schema": SEED_SCHEMA,
                 "seed_model": "tests.runtime.steps:TextSeed",
-                "steps": [{"id": "s", "step": step, "params": params or {}, **options}],
+                "steps": [*(before or []), {"id": "s", "step": step, "params": params or {}, **options}],
             }
         )
         self.plan = PipelinePlan.build(spec)
@@ -82,21 +90,27 @@ class Harness:
         self._seq = 0
 
     # -- input -----------------------------------------------------------------------------------
-    def batch(self, run_id: str, rows: list[dict[str, Any]], partition: int) -> None:
-        self._write(run_id, rows, None, partition)
+    def batch(
+        self, run_id: str, rows: list[dict[str, Any]], partition: int, stage: str = SEEDS_STAGE
+    ) -> None:
+        self._write(run_id, rows, None, partition, stage)
 
-    def end(self, run_id: str) -> None:
+    def end(self, run_id: str, stage: str = SEEDS_STAGE) -> None:
+        eor = {"source_partition": 0, "source_partitions": 1, "rows_before": 0}
         for partition in range(PARTITIONS):
-            self._write(
-                run_id, [], {"source_partition": 0, "source_partitions": 1, "rows_before": 0}, partition
-            )
+            self._write(run_id, [], eor, partition, stage)
 
     def _write(
-        self, run_id: str, rows: list[dict[str, Any]], eor: dict[str, Any] | None, partition: int
+        self,
+        run_id: str,
+        rows: list[dict[str, Any]],
+        eor: dict[str, Any] | None,
+        partition: int,
+        stage: str = SEEDS_STAGE,
     ) -> None:
         record = {
             "run_id": run_id,
-            "stage": SEEDS_STAGE,
+            "stage": stage,
             "producer": "test",
             "batch_seq": self._seq,
             "lineage": [],
@@ -104,8 +118,8 @@ class Harness:
             "end_of_run": eor,
         }
         self._seq += 1
-        value = self.serde.encode(self.plan.schema_name(SEEDS_STAGE), record)
-        self.broker.append(self.spec.topic(SEEDS_STAGE), partition, run_id, value)
+        value = self.serde.encode(self.plan.schema_name(stage), record)
+        self.broker.append(self.spec.topic(stage), partition, run_id, value)
 
     def raw(self, value: bytes, partition: int = 0) -> None:
         self.broker.append(self.spec.topic(SEEDS_STAGE), partition, None, value)
