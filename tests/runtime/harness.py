@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,23 @@ def rows_of(records: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def markers_of(records: list[tuple[str, dict[str, Any]]]) -> int:
     return sum(1 for _, rec in records if rec.get("end_of_run") is not None)
+
+
+def rows_out(port: int, step: str) -> float:
+    """A service's fd_rows_out_total (0 while its /metrics does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(f'fd_rows_out_total{{step="{step}"}}'):
+                    return float(line.split()[-1])
+    except OSError:
+        pass  # the service's loop is busy (a rebalance reloads its state); the caller polls again
+    return 0.0
+
+
+def wait_rows_out(port: int, step: str, at_least: float, timeout_s: float = 60) -> float:
+    deadline = time.monotonic() + timeout_s
+    while (done := rows_out(port, step)) < at_least:
+        assert time.monotonic() < deadline, f"{step} made no progress past {done} rows"
+        time.sleep(0.05)
+    return done

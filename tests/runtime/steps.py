@@ -125,6 +125,8 @@ class FirstText(Step[StepParams]):
 
 class TagParams(StepParams):
     tag: str = "a"
+    #: CPU time each row costs (a busy wait): long enough runs for a kill to land mid-run
+    row_cost_s: float = 0.0
 
 
 class Tag(Step[TagParams]):
@@ -140,6 +142,9 @@ class Tag(Step[TagParams]):
         return [{"name": self.field, "type": "string"}]
 
     def process_row(self, row: Row) -> Row | None:
+        until = time.perf_counter() + self.params.row_cost_s
+        while time.perf_counter() < until:
+            pass
         return row | {self.field: f"{self.params.tag}:{row['text']}"}
 
 

@@ -20,7 +20,15 @@ from fastdistill.runs import run_dir, wait_for_release
 from shared.config import KafkaSettings, RegistrySettings
 from shared.pipeline import PipelineSpec
 from shared.serde import AvroSerde
-from tests.runtime.harness import create_topics, read_all, rows_of, write_pipeline, write_seeds
+from tests.runtime.harness import (
+    create_topics,
+    read_all,
+    rows_of,
+    rows_out,
+    wait_rows_out,
+    write_pipeline,
+    write_seeds,
+)
 from tests.schema_registry_stand_in import schema_registry
 
 pytestmark = pytest.mark.kafka
@@ -56,17 +64,6 @@ def _dataset_indexes(spec: PipelineSpec, run_id: str) -> list[int]:
     return [json.loads(line)["source_index"] for line in lines]
 
 
-def _rows_out(port: int, step: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            for line in resp.read().decode().splitlines():
-                if line.startswith(f'fd_rows_out_total{{step="{step}"}}'):
-                    return float(line.split()[-1])
-    except OSError:
-        pass  # the service's loop is busy (a rebalance reloads its state); the caller polls again
-    return 0.0
-
-
 def test_chain_moves_every_row_exactly_once(
     tmp_path: Path, kafka_bootstrap: str, fresh_topic_prefix: str
 ) -> None:
@@ -90,7 +87,7 @@ def test_sigkill_of_the_middle_service_loses_and_duplicates_nothing(
     try:
         stack.start()
         stack.produce(seeds, "run-k")
-        done_before_kill = _wait_rows_out(stack.services["stamp"].port, N / 4)
+        done_before_kill = wait_rows_out(stack.services["stamp"].port, "stamp", N / 4)
         stack.kill("stamp")
         assert done_before_kill < N, "the kill must land mid-run"
         stack.restart("stamp")
@@ -111,25 +108,17 @@ def test_rebalance_and_sigterm_of_the_middle_service_lose_and_duplicate_nothing(
         stack.start()
         stack.produce(seeds, "run-r")
         first = stack.services["stamp"]
-        _wait_rows_out(first.port, N / 5)
+        wait_rows_out(first.port, "stamp", N / 5)
         second = stack.add("stamp-2", stack.cli("serve", "stamp"))
         stack.start(["stamp-2"])
         _wait_assigned(second.port)
-        assert _rows_out(first.port, "stamp") < N, "the join must land mid-run"
+        assert rows_out(first.port, "stamp") < N, "the join must land mid-run"
         assert stack.retire("stamp") == 0, "SIGTERM must end the service cleanly"
         result = wait_for_release(spec, "run-r", 240, stack)
-        assert _rows_out(second.port, "stamp") > 0
+        assert rows_out(second.port, "stamp") > 0
     finally:
         stack.stop()
     _assert_exactly_once(spec, "run-r", result)
-
-
-def _wait_rows_out(port: int, at_least: float, timeout_s: float = 60) -> float:
-    deadline = time.monotonic() + timeout_s
-    while (done := _rows_out(port, "stamp")) < at_least:
-        assert time.monotonic() < deadline, f"stamp made no progress past {done} rows"
-        time.sleep(0.05)
-    return done
 
 
 def _wait_assigned(port: int, timeout_s: float = 60) -> None:
