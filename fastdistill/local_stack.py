@@ -138,7 +138,7 @@ class LocalStack:
             names.append(self.add("coordinator", self.cli("serve", "coordinator")).name)
         return names
 
-    def start(self, names: list[str] | None = None, wait_healthy_s: float = 60) -> None:
+    def start(self, names: list[str] | None = None, wait_healthy_s: float = 180) -> None:
         chosen = [self.services[n] for n in (names or list(self.services)) if n != SIM_NAME]
         for svc in chosen:
             if not svc.alive():

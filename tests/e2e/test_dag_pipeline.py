@@ -109,8 +109,9 @@ def test_routes_fan_out_and_grouping_and_a_gate_on_an_inner_stage(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     n, few = 400, 40
-    # `left` gets the even rows: 200 of 400 pass the gate, 20 of 40 do not
-    gates = {"left": {"min_total": 100}}
+    # `right` (an inner stage: fan reads it) gets the odd rows and every tenth: 240 of 400 pass
+    # the gate, 24 of 40 do not
+    gates = {"right": {"min_total": 100}}
     with _stack(tmp_path, kafka_bootstrap, ROUTED, gates=gates) as stack:
         spec = stack.spec
         seeds = write_seeds(tmp_path / "seeds.jsonl", n)
@@ -155,4 +156,4 @@ def test_routes_fan_out_and_grouping_and_a_gate_on_an_inner_stage(
         assert results["routed-1"]["released"] and results["routed-2"]["released"]
         few_result = results["routed-few"]
         assert not few_result["released"]
-        assert few_result["gate"]["failures"] == ["left: total 20.0000 < min_total 100.0000"]
+        assert few_result["gate"]["failures"] == ["right: total 24.0000 < min_total 100.0000"]
