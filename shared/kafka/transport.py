@@ -162,7 +162,7 @@ class KafkaTransport:
         for msg in messages:
             err = msg.error()
             if err is not None:
-                if err.fatal():
+                if _fatal(err):
                     return records + self._consumer_failed(err)
                 log.warning("consumer error on %s: %s", self.input_topics, err)
                 continue
@@ -170,10 +170,12 @@ class KafkaTransport:
         return records
 
     def _consumer_failed(self, err: KafkaError) -> list[InputRecord]:
-        if not err.fatal():
+        if not _fatal(err):
             log.warning("consumer error on %s: %s", self.input_topics, err)
             return []
-        if err.code() == KafkaError.FENCED_INSTANCE_ID:
+        # A fatal error reaches the consumer as _FATAL with the cause in its text: librdkafka
+        # has no way to hand the consumer's original code to Python.
+        if err.code() == KafkaError.FENCED_INSTANCE_ID or "group.instance.id" in err.str():
             self._rebuild_consumer(str(err))
             return []
         raise TransportFatal(f"consumer: {err}")
@@ -300,6 +302,12 @@ class KafkaTransport:
     def _on_lost(self, consumer: Consumer, partitions: list[KafkaPartition]) -> None:
         if self._listener is not None:
             self._listener.on_lost([_tp(p) for p in partitions])
+
+
+def _fatal(err: KafkaError) -> bool:
+    # A message carrying _FATAL does not always have the fatal flag set (seen after a broker
+    # SIGKILL: "Static consumer fenced by other consumer with same group.instance.id").
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
 
 
 def _record(msg: Message) -> InputRecord:
