@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import Counter, Gauge
 
 from fastdistill.plan import PipelinePlan
@@ -26,10 +26,12 @@ from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients, control
 from shared.kafka.state import read_compacted
+from shared.kafka.transactions import TransactionalProducer
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.poll_loop import PollLoop
 from shared.runtime.progress import PROGRESS_SCHEMA
+from shared.runtime.transport import OutputRecord, TransactionAborted
 from shared.runtime.watchdog import loop_stall, watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 
@@ -73,16 +75,14 @@ class CoordinatorService:
             serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
             watchdog("coordinator", loop_stall(lambda: self.loop.last_turn_at, self.settings.stall_limit_s)),
         ):
-            self.producer: Producer = clients.transactional_producer(
-                self.kafka, f"{self.group_id}-{self.settings.instance_id}"
-            )
+            self.producer = TransactionalProducer(self.kafka, f"{self.group_id}-{self.settings.instance_id}")
             self.consumer: Consumer = clients.consumer(
                 self.kafka,
                 self.group_id,
                 **{"group.instance.id": f"{self.group_id}-{self.settings.instance_id}"},
             )
             try:
-                self.producer.init_transactions(30)
+                self.producer.init()
                 self._restore()
                 self.read_limits()
                 topics = [
@@ -115,16 +115,19 @@ class CoordinatorService:
 
     # -- state ---------------------------------------------------------------------------------
     def _restore(self) -> None:
-        self.runs = {}
+        """The run states as last committed (all of them, or, if the topic cannot be read, the
+        state is left as it was and the error raised)."""
+        runs: dict[str, RunState] = {}
         for run_id, value in read_compacted(self.kafka, self.spec.runs_topic).items():
             try:
-                self.runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
+                runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
             except Exception as exc:
                 # A foreign record must not stop every restart; it is re-read at every restore, so
                 # a dead letter would repeat: logged only.
                 log.warning(
                     "coordinator skips malformed state of run %r: %s: %s", run_id, type(exc).__name__, exc
                 )
+        self.runs = runs
         self.dirty.clear()
         self.dead_letters.clear()
         self.stops.clear()
@@ -253,42 +256,51 @@ class CoordinatorService:
         assignment = self.consumer.assignment()
         if not (self.dirty or self.dead_letters) or not assignment:
             return
+        records: list[OutputRecord] = []
+        for record in self.dead_letters:
+            value = self.serde.encode(DEAD_LETTER_SCHEMA, record)
+            records.append(OutputRecord(self.spec.dlq_topic, value))
+        for run_id in sorted(self.stops):
+            stop = control.stop_record(run_id, self.runs[run_id].limit or 0)
+            records.append(OutputRecord(self.spec.control_topic, stop, run_id))
+        for run_id in sorted(self.dirty):
+            state = self.runs[run_id]
+            value = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
+            records.append(OutputRecord(self.spec.runs_topic, value.encode(), run_id))
+            if state.verdict is not None:
+                verdict = json.dumps({"run_id": run_id, **state.verdict}).encode()
+                records.append(OutputRecord(self.spec.gates_topic, verdict, run_id))
         try:
-            self.producer.begin_transaction()
-            for record in self.dead_letters:
-                value = self.serde.encode(DEAD_LETTER_SCHEMA, record)
-                clients.produce(self.producer, self.spec.dlq_topic, value, None)
-                metrics.DLQ_RECORDS.labels(step="coordinator", error_type=record["error_type"]).inc()
-            for run_id in sorted(self.stops):
-                stop = control.stop_record(run_id, self.runs[run_id].limit or 0)
-                self.producer.produce(self.spec.control_topic, key=run_id, value=stop)
-            for run_id in sorted(self.dirty):
-                state = self.runs[run_id]
-                self._export_metrics(state)
-                value = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
-                self.producer.produce(self.spec.runs_topic, key=run_id, value=value.encode())
-                if state.verdict is not None:
-                    verdict = {"run_id": run_id, **state.verdict}
-                    self.producer.produce(
-                        self.spec.gates_topic, key=run_id, value=json.dumps(verdict).encode()
-                    )
-            positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
-            self.producer.send_offsets_to_transaction(positions, self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(30)
-            self.dirty.clear()
-            self.dead_letters.clear()
-            self.stops.clear()
-        except KafkaException as exc:
-            if exc.args[0].fatal():
-                raise
+            positions = {
+                (tp.topic, tp.partition): tp.offset
+                for tp in self.consumer.position(assignment)
+                if tp.offset >= 0
+            }
+            self.producer.transact(records, positions, self.consumer.consumer_group_metadata())
+        except (TransactionAborted, KafkaException) as exc:
             log.warning("coordinator transaction aborted, re-reading from committed state: %s", exc)
-            self.producer.abort_transaction(30)
             self._rewind(assignment)
+            return
+        for record in self.dead_letters:
+            metrics.DLQ_RECORDS.labels(step="coordinator", error_type=record["error_type"]).inc()
+        for run_id in self.dirty:
+            self._export_metrics(self.runs[run_id])
+        self.dirty.clear()
+        self.dead_letters.clear()
+        self.stops.clear()
 
     def _rewind(self, assignment: list[TopicPartition]) -> None:
-        self._restore()
-        for tp in self.consumer.committed(assignment, timeout=30):
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+        """Back to the committed state and offsets; while the broker is away that waits (the
+        watchdog ends a coordinator that never gets there)."""
+        for attempt in range(1, 1_000_000):
+            try:
+                self._restore()
+                for tp in self.consumer.committed(assignment, timeout=10):
+                    self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
+                return
+            except KafkaException as exc:
+                log.warning("coordinator cannot re-read its state yet (attempt %d): %s", attempt, exc)
+                time.sleep(min(5.0, 0.5 * attempt))
 
     def _export_metrics(self, state: RunState) -> None:
         for stage, rows in state.rows_out().items():

@@ -3,13 +3,8 @@
 Thin on purpose (the runner decides everything), except where the broker's failures need
 handling that only this layer can do:
 
-- every blocking transaction call has a deadline enforced here, not only by librdkafka:
-  `send_offsets_to_transaction` can block past its own timeout while the group coordinator
-  is away (confluentinc/librdkafka#5456, #5511; met after a broker restart). A call past its
-  deadline is abandoned in its thread and the producer is rebuilt with the same
-  transactional id, which fences the stuck one and aborts its transaction;
-- a producer that turned fatal for any reason but being fenced by a newer instance is
-  rebuilt the same way, instead of ending the process;
+- transactions go through shared.kafka.transactions (deadlines on every blocking call, the
+  producer rebuilt instead of the process ended);
 - a consumer fenced as a static member ("fenced by other consumer with same
   group.instance.id", seen after a broker SIGKILL with no other process holding the id) is
   rebuilt: its partitions are reported lost and come back through a new assignment.
@@ -18,10 +13,8 @@ handling that only this layer can do:
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from collections.abc import Iterable
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
@@ -29,12 +22,12 @@ from confluent_kafka import TopicPartition as KafkaPartition
 
 from shared.config import KafkaSettings
 from shared.kafka import clients
+from shared.kafka.transactions import CALL_TIMEOUT_S, TransactionalProducer
 from shared.runtime.transport import (
     InputRecord,
     OutputRecord,
     RebalanceListener,
     TopicPartition,
-    TransactionAborted,
     TransportFatal,
 )
 
@@ -42,34 +35,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: librdkafka's own timeout for one transaction call; the deadline here adds a margin to it.
-CALL_TIMEOUT_S = 10.0
-DEADLINE_MARGIN_S = 5.0
-#: Errors that mean another live instance holds this transactional id: only exiting is right.
-FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 #: Rebuilding a fenced consumer more often than this within a minute is a real duplicate: give up.
 MAX_CONSUMER_REBUILDS_PER_MIN = 3
-
-
-class CallAbandoned(Exception):
-    """A client call did not return by its deadline; it is left to finish in its thread."""
-
-
-def bounded(call: Callable[[], T], deadline_s: float, name: str) -> T:
-    """`call()` in a thread of its own, waited for at most `deadline_s`."""
-    result: Future[T] = Future()
-
-    def run() -> None:
-        try:
-            result.set_result(call())
-        except BaseException as exc:
-            result.set_exception(exc)
-
-    threading.Thread(target=run, name=f"kafka-{name}", daemon=True).start()
-    try:
-        return result.result(timeout=deadline_s)
-    except TimeoutError:
-        raise CallAbandoned(f"{name} did not return within {deadline_s:.0f} s") from None
 
 
 def _tp(p: KafkaPartition) -> TopicPartition:
@@ -92,35 +59,12 @@ class KafkaTransport:
         self._immediate: Producer | None = None
         self._consumer_rebuilds: list[float] = []
         self.consumer = self._new_consumer()
-        self.producer = self._new_producer()
+        self.producer = TransactionalProducer(kafka, self.member_id)
 
     # -- clients ---------------------------------------------------------------------------------
     def _new_consumer(self) -> Consumer:
         # Static membership: a restarted instance takes its partitions back without a rebalance.
         return clients.consumer(self.kafka, self.group_id, **{"group.instance.id": self.member_id})
-
-    def _new_producer(self) -> Producer:
-        # A stable id per instance fences a restarted instance's zombie and aborts its open
-        # transaction at once, instead of stalling read_committed readers until it times out.
-        return clients.transactional_producer(self.kafka, self.member_id)
-
-    def _init_producer(self) -> None:
-        deadline = CALL_TIMEOUT_S * 3 + DEADLINE_MARGIN_S
-        bounded(lambda: self.producer.init_transactions(CALL_TIMEOUT_S * 3), deadline, "init_transactions")
-
-    def _rebuild_producer(self, why: str) -> None:
-        """A new producer with the same transactional id: its init fences the old one (stuck in a
-        call, or fatal) and aborts whatever transaction that one had open."""
-        log.warning("%s: rebuilding the transactional producer: %s", self.member_id, why)
-        self.producer = self._new_producer()
-        for attempt in range(1, 1_000_000):
-            try:
-                self._init_producer()
-                return
-            except (KafkaException, CallAbandoned) as exc:
-                # Broker still away: keep trying; the watchdog ends the process if this never does.
-                log.warning("%s: producer init attempt %d failed: %s", self.member_id, attempt, exc)
-                time.sleep(min(5.0, 0.5 * attempt))
 
     def _rebuild_consumer(self, why: str) -> None:
         now = time.monotonic()
@@ -148,7 +92,7 @@ class KafkaTransport:
     # -- Transport -------------------------------------------------------------------------------
     def start(self, listener: RebalanceListener) -> None:
         self._listener = listener
-        self._init_producer()
+        self.producer.init()
         self._subscribe()
 
     def poll(self, max_records: int, timeout_s: float) -> list[InputRecord]:
@@ -193,53 +137,7 @@ class KafkaTransport:
         self.consumer.resume(_kafka(partitions))
 
     def transact(self, records: list[OutputRecord], offsets: dict[TopicPartition, int]) -> None:
-        try:
-            self.producer.begin_transaction()
-            for r in records:
-                clients.produce(self.producer, r.topic, r.value, r.key, r.partition)
-            positions = [KafkaPartition(t, p, o) for (t, p), o in offsets.items()]
-            metadata = self.consumer.consumer_group_metadata()
-            deadline = CALL_TIMEOUT_S + DEADLINE_MARGIN_S
-            bounded(
-                lambda: self.producer.send_offsets_to_transaction(positions, metadata, CALL_TIMEOUT_S),
-                deadline,
-                "send_offsets_to_transaction",
-            )
-            self._commit(deadline)
-        except CallAbandoned as exc:
-            self._rebuild_producer(str(exc))
-            raise TransactionAborted(str(exc)) from None
-        except KafkaException as exc:
-            err: KafkaError = exc.args[0]
-            if err.fatal():
-                if err.code() in FENCED:
-                    raise TransportFatal(f"fenced by a newer instance of {self.member_id}: {err}") from exc
-                self._rebuild_producer(str(err))
-                raise TransactionAborted(str(err)) from exc
-            self._abort(err)
-            raise TransactionAborted(str(err)) from exc
-
-    def _commit(self, deadline_s: float) -> None:
-        for attempt in range(10):
-            try:
-                bounded(
-                    lambda: self.producer.commit_transaction(CALL_TIMEOUT_S), deadline_s, "commit_transaction"
-                )
-                return
-            except KafkaException as exc:
-                err: KafkaError = exc.args[0]
-                if err.txn_requires_abort() or not err.retriable() or attempt == 9:
-                    raise
-                time.sleep(0.1 * (attempt + 1))
-
-    def _abort(self, err: KafkaError) -> None:
-        log.warning("aborting transaction of %s: %s", self.member_id, err)
-        try:
-            deadline = CALL_TIMEOUT_S + DEADLINE_MARGIN_S
-            bounded(lambda: self.producer.abort_transaction(CALL_TIMEOUT_S), deadline, "abort_transaction")
-        except (KafkaException, CallAbandoned) as exc:
-            # e.g. "not coordinator" right after a broker restart: a new producer aborts for us.
-            self._rebuild_producer(f"abort failed: {exc}")
+        self.producer.transact(records, offsets, self.consumer.consumer_group_metadata())
 
     def produce_now(self, record: OutputRecord) -> None:
         if self._immediate is None:
