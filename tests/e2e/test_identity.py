@@ -111,7 +111,7 @@ def _released_hash(data_jsonl: bytes) -> str:
 
 
 def test_final_manifest_hashes_the_released_rows(pipe: Pipeline) -> None:
-    final = pipe.spec.final_stage
+    final = pipe.spec.primary_leaf
     cached, paid = _run(pipe), _run(pipe, "--no-cache")
     files = {run: (run_dir(pipe.spec, run) / final / "data.jsonl").read_bytes() for run in (cached, paid)}
     assert files[cached] == files[paid]
@@ -137,6 +137,6 @@ def test_final_manifest_hashes_the_released_rows(pipe: Pipeline) -> None:
 
 def _final_topic_rows(pipe: Pipeline, run_id: str) -> dict[str, dict[str, Any]]:
     plan = PipelinePlan.build(pipe.spec)
-    final = pipe.spec.final_stage
+    final = pipe.spec.primary_leaf
     records = read_run(pipe.kafka, plan.serde(), pipe.spec.topic(final), plan.schema_name(final), run_id)
     return {row["sample_id"]: row for _, record in records for row in record["rows"]}
