@@ -423,8 +423,7 @@ def up(
             answer_book = seeds or Path(path).parent / "seeds.jsonl"
             console.print(f"teacher simulator at {stack.start_teacher_sim(answer_book)}")
         stack.add_pipeline_services()
-        # A dozen Python processes starting at once on a small, busy machine take a while.
-        stack.start(wait_healthy_s=180)
+        stack.start()
         console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
         if prometheus_port and shutil.which("prometheus"):
             targets = {name: svc.port for name, svc in stack.services.items()}
