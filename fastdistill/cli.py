@@ -53,26 +53,47 @@ def broker_up(port: int = 19092) -> None:
     from fastdistill.dev import local_broker
 
     info = local_broker.up(port=port)
-    console.print(f"broker up at {info.bootstrap}")
+    console.print(f"broker {'started' if info.started else 'already running'} at {info.bootstrap}")
     print(info.bootstrap)
 
 
 @broker.command("down")
 def broker_down(port: int = 19092) -> None:
-    """Stop the local broker (SIGTERM, then SIGKILL after a timeout)."""
+    """Stop this checkout's local broker (SIGTERM, then SIGKILL after a timeout); a broker of
+    another checkout on the same port is left alone."""
     from fastdistill.dev import local_broker
 
-    local_broker.down(port=port)
-    console.print("broker down")
+    stopped = local_broker.down(port=port)
+    if stopped is not None:
+        console.print(f"broker down (pid {stopped})")
+    else:
+        console.print(f"no broker of this checkout on port {port}: nothing stopped")
+        _say_foreign(port)
 
 
 @broker.command("status")
 def broker_status(port: int = 19092) -> None:
+    """Whether this checkout's local broker runs (its pid file in .cache/kafka/data-PORT, or
+    FD_CACHE_DIR); exit code 0 when it does, 1 when not."""
     from fastdistill.dev import local_broker
 
-    running = local_broker.is_running(port=port)
-    console.print("running" if running else "stopped")
-    raise typer.Exit(0 if running else 1)
+    pid = local_broker.pid(port=port)
+    if pid is not None and local_broker.answers(port):
+        console.print(
+            f"running: pid {pid} at {local_broker.bootstrap(port)}, data {local_broker.data_dir_for(port)}"
+        )
+        raise typer.Exit(0)
+    console.print("starting (not answering yet)" if pid is not None else "stopped")
+    _say_foreign(port)
+    raise typer.Exit(1)
+
+
+def _say_foreign(port: int) -> None:
+    from fastdistill.dev import local_broker
+
+    other = local_broker.foreign_listener(port)
+    if other is not None:
+        console.print(f"port {port} is used by {other}, not by this checkout's broker")
 
 
 # -- topics ------------------------------------------------------------------------------------
@@ -99,6 +120,14 @@ def produce(
             "dataset is the N of them with the lowest source index",
         ),
     ] = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="answer no row of this run from the generation cache (every row asks the teacher; "
+            "the answers still refresh the cache)",
+        ),
+    ] = False,
 ) -> None:
     """Validate seeds and produce them as one run: valid rows to the seeds topic, invalid to the DLQ.
     A run id is single-use: one that was produced before is refused."""
@@ -119,6 +148,7 @@ def produce(
         console.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     kafka = KafkaSettings()
+    _require_broker(kafka)
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
     try:
         summary = produce_run(
@@ -134,6 +164,7 @@ def produce(
             limit=limit,
             control_topic=spec.control_topic,
             origins=seeds.origins,
+            cache=not no_cache,
         )
     except (RunIdTaken, TopicEndNotReached) as exc:
         console.print(f"[red]refused: {escape(str(exc))}[/]", highlight=False, soft_wrap=True)
@@ -259,6 +290,7 @@ def status(
     from fastdistill.status_view import render_status
 
     spec = _spec(pipeline)
+    _require_broker(KafkaSettings())
     with Live(console=Console(), refresh_per_second=2, transient=False) as live:
         while True:
             states = run_states(spec)
@@ -346,34 +378,51 @@ def up(
     pipeline: PipelineOpt = None,
     seeds: Annotated[Path | None, typer.Option(help="produce this seed file as a run once all is up")] = None,
     exit_when_done: Annotated[bool, typer.Option(help="stop everything once that run is finished")] = False,
+    keep_broker: Annotated[
+        bool, typer.Option(help="leave the local broker running at the end if this command started it")
+    ] = False,
+    broker_port: Annotated[int, typer.Option(help="port of the local broker")] = 19092,
     workdir: Annotated[Path, typer.Option(help="logs of the local processes")] = Path(".cache/stack"),
-    timeout_s: float = 900,
+    timeout_s: Annotated[float, typer.Option(help="how long to wait for the run's verdict")] = 900,
     prometheus_port: Annotated[int, typer.Option(help="local Prometheus, if installed; 0 = none")] = 9090,
 ) -> None:
     """The whole pipeline locally: broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics, the
     teacher simulator (unless OPENAI_BASE_URL is set), every service as a process, and Prometheus
-    scraping them when the `prometheus` binary is installed."""
+    scraping them when the `prometheus` binary is installed. When it ends (run done with
+    --exit-when-done, Ctrl-C, SIGTERM, an error) it stops every process it started, the broker
+    too unless --keep-broker; a broker that was already running is left as it was."""
     import os
     import shutil
+    import signal
 
+    from fastdistill.dev import local_broker
     from fastdistill.local_stack import LocalStack
     from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
     from fastdistill.runs import wait_for_release
 
+    # SIGTERM (a supervisor, `kill`) ends this like Ctrl-C: through the cleanup below.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     path = pipeline or Path(ServiceSettings().pipeline)
     spec = PipelineSpec.load(path)
-    if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
-        from fastdistill.dev import local_broker
-
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = local_broker.up().bootstrap
-    clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
+    started_broker: local_broker.BrokerInfo | None = None
+    if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
+        _require_broker(KafkaSettings())
+    else:
+        try:
+            info = local_broker.up(port=broker_port)
+        except (RuntimeError, TimeoutError) as exc:
+            console.print(f"[red]local broker on port {broker_port}: {exc}[/]")
+            raise typer.Exit(1) from None
+        started_broker = info if info.started else None
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
     stack = LocalStack(path, workdir)
-    if "OPENAI_BASE_URL" not in os.environ:
-        answer_book = seeds or Path(path).parent / "seeds.jsonl"
-        console.print(f"teacher simulator at {stack.start_teacher_sim(answer_book)}")
-    stack.add_pipeline_services()
     prometheus = None
     try:
+        clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
+        if "OPENAI_BASE_URL" not in os.environ:
+            answer_book = seeds or Path(path).parent / "seeds.jsonl"
+            console.print(f"teacher simulator at {stack.start_teacher_sim(answer_book)}")
+        stack.add_pipeline_services()
         stack.start()
         console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
         if prometheus_port and shutil.which("prometheus"):
@@ -396,6 +445,58 @@ def up(
         if prometheus is not None:
             stop_prometheus(prometheus)
         stack.stop()
+        if started_broker is not None and not keep_broker:
+            local_broker.down(started_broker.port, data_dir=started_broker.data_dir)
+            console.print("broker stopped (started by this command; --keep-broker keeps it)")
+
+
+#: How long `produce`, `status` and `up` wait for the broker's first answer before saying it is down.
+BROKER_CHECK_S = 3.0
+
+
+def _require_broker(kafka: KafkaSettings) -> None:
+    """Fail in seconds with two lines when no broker answers, instead of librdkafka retrying for
+    half a minute and logging every refused connection. A refused TCP connection to every
+    bootstrap server is said at once; otherwise a metadata request must answer in BROKER_CHECK_S."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    reason = _unreachable(kafka.bootstrap_servers)
+    if reason is None:
+        conf = kafka.client_conf() | {
+            "log_level": 0,  # the refused connections are the one line below, not hundreds
+            "socket.connection.setup.timeout.ms": int(BROKER_CHECK_S * 1000),
+        }
+        try:
+            AdminClient(conf).list_topics(timeout=BROKER_CHECK_S)
+            return
+        except KafkaException as exc:
+            reason = (exc.args[0].str() if exc.args else str(exc)).removeprefix("Failed to get metadata: ")
+    # soft_wrap: one line each, whatever the terminal's width (or none, in a pipe).
+    console.print(f"[red]no Kafka broker answers at {kafka.bootstrap_servers}[/] ({reason})", soft_wrap=True)
+    console.print(
+        "start the local one with `fastdistill dev broker up`, or set KAFKA_BOOTSTRAP_SERVERS",
+        soft_wrap=True,
+    )
+    raise typer.Exit(1)
+
+
+def _unreachable(bootstrap_servers: str) -> str | None:
+    """Why no bootstrap server accepts a TCP connection; None when one does (or one is unparsable:
+    then librdkafka decides)."""
+    import socket
+
+    errors = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition("://")[2].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+                return None
+        except ValueError:
+            return None
+        except OSError as exc:
+            errors.append(exc.strerror or type(exc).__name__)
+    return ", ".join(sorted(set(errors))).lower() or None
 
 
 def main() -> None:

@@ -41,6 +41,23 @@ def free_port() -> int:
     raise RuntimeError(f"no free port in {_LISTEN_PORTS}")
 
 
+def free_port_pair() -> int:
+    """A port p with p and p + 1 both free and not handed out before (a local broker listens on
+    p, its controller on p + 1)."""
+    for _ in range(1000):
+        port = free_port()
+        if port + 1 in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        _handed_out.add(port + 1)
+        return port
+    raise RuntimeError(f"no two adjacent free ports in {_LISTEN_PORTS}")
+
+
 @dataclass
 class ServiceProcess:
     name: str

@@ -96,6 +96,12 @@ class StepContext(Protocol):
         """
         ...
 
+    def cache_enabled(self) -> bool:
+        """Whether the run of the row being processed may be answered from caches: False for a
+        run produced with `fastdistill produce --no-cache` (its run-control record says so).
+        Asked while processing a row; the runtime knows which run that row belongs to."""
+        ...
+
 
 @dataclass
 class Finished:

@@ -19,10 +19,12 @@ class DictStore:
 class DictContext:
     """Records how each store was asked for, so tests can check durability and scope."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_enabled: bool = True) -> None:
         self.stores: dict[str, DictStore] = {}
         self.durable: dict[str, bool] = {}
         self.scopes: dict[str, str] = {}
+        #: what `cache_enabled` answers (a run produced with `--no-cache` when False)
+        self.cache_on = cache_enabled
 
     def state_store(
         self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
@@ -30,3 +32,6 @@ class DictContext:
         self.durable[name] = durable_immediately
         self.scopes[name] = scope
         return self.stores.setdefault(name, DictStore())
+
+    def cache_enabled(self) -> bool:
+        return self.cache_on

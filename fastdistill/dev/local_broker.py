@@ -4,6 +4,11 @@ Jars land in `.cache/kafka/lib` (fetched once by Maven from `broker/pom.xml`); e
 its own data folder `.cache/kafka/data-<port>`, so stopping and starting keeps topics.
 Several processes (parallel test sessions, the CLI) may call `up()` at once: a lock file per
 port makes them share one broker instead of racing to start two.
+
+A broker is this checkout's when the pid file in its data folder names a live kafka.Kafka JVM
+started on that folder's server.properties (checked in the process's command line). Status and
+down speak only of that broker, never of whatever Kafka listens on the port: another checkout's
+broker on the same port is reported as such and left alone.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 BROKER_DIR = REPO / "broker"
-CACHE = Path(os.environ.get("FD_CACHE_DIR", REPO / ".cache")) / "kafka"
+# Absolute: the path is part of a broker's identity (its command line names its data folder).
+CACHE = Path(os.environ.get("FD_CACHE_DIR", REPO / ".cache")).absolute() / "kafka"
 LIB = CACHE / "lib"
 DEFAULT_PORT = 19092
 # A small heap and C1-only JIT: a test broker starts in ~3 s and idles near 200 MB RSS.
@@ -39,6 +45,7 @@ JVM_FLAGS = [
 ]
 PID_FILE = "broker.pid"
 LOG_FILE = "broker.log"
+PROPERTIES = "server.properties"
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,8 @@ class BrokerInfo:
     port: int
     #: the SASL_PLAINTEXT (mechanism PLAIN) listener, when the broker was started with users
     sasl_bootstrap: str | None = None
+    #: True when this `up()` call started it (False: it was already running)
+    started: bool = False
 
 
 def _expected_jars() -> list[str]:
@@ -115,7 +124,25 @@ def answers(port: int = DEFAULT_PORT, timeout_s: float = 2.0) -> bool:
 
 
 def is_running(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> bool:
+    """Whether this checkout's broker (of `data_dir`) runs on `port` and answers."""
     return _pid(port, data_dir or data_dir_for(port)) is not None and answers(port)
+
+
+def pid(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> int | None:
+    """The pid of this checkout's broker (of `data_dir`), None when it is not running."""
+    return _pid(port, data_dir or data_dir_for(port))
+
+
+def foreign_listener(port: int = DEFAULT_PORT) -> str | None:
+    """What else listens on `port` (pid and command), when it is not this checkout's broker."""
+    listener = _listener(port)
+    if listener is None or listener == pid(port):
+        return None
+    try:
+        what = " ".join(psutil.Process(listener).cmdline())[:120]
+    except psutil.Error:
+        what = "?"
+    return f"pid {listener} ({what})"
 
 
 def up(
@@ -134,12 +161,12 @@ def up(
     data_dir.mkdir(parents=True, exist_ok=True)
     sasl = bootstrap(port + 2) if sasl_users else None
     with _locked(_lock_path(port)):
-        pid = _pid(port, data_dir)
-        if pid is not None:
-            if _wait_until_answers(port, pid, wait_s):
-                return BrokerInfo(bootstrap(port), pid, data_dir, port, sasl)
-            if _alive(pid):
-                raise TimeoutError(f"broker pid {pid} on port {port} runs but did not answer in {wait_s}s")
+        running = _pid(port, data_dir)
+        if running is not None:
+            if _wait_until_answers(port, running, wait_s):
+                return BrokerInfo(bootstrap(port), running, data_dir, port, sasl)
+            if _alive(running):
+                raise TimeoutError(f"broker pid {running} on port {port} did not answer in {wait_s}s")
         _refuse_foreign_listener(port)
         ensure_jars()
         props = _configure(port, data_dir, sasl_users)
@@ -160,12 +187,13 @@ def up(
             (data_dir / PID_FILE).unlink(missing_ok=True)
             state = f"did not answer in {wait_s}s" if alive else "exited"
             raise RuntimeError(f"broker on port {port} {state}; see {data_dir / LOG_FILE}")
-        return BrokerInfo(bootstrap(port), proc.pid, data_dir, port, sasl)
+        return BrokerInfo(bootstrap(port), proc.pid, data_dir, port, sasl, started=True)
 
 
-def down(port: int = DEFAULT_PORT, timeout_s: float = 30, data_dir: Path | None = None) -> None:
-    """SIGTERM (a controlled shutdown), then SIGKILL if the broker is still there after `timeout_s`."""
-    _stop(port, data_dir or data_dir_for(port), signal.SIGTERM, timeout_s)
+def down(port: int = DEFAULT_PORT, timeout_s: float = 30, data_dir: Path | None = None) -> int | None:
+    """SIGTERM (a controlled shutdown), then SIGKILL if the broker is still there after `timeout_s`.
+    The pid stopped; None when this checkout's broker was not running (nothing else is touched)."""
+    return _stop(port, data_dir or data_dir_for(port), signal.SIGTERM, timeout_s)
 
 
 def stop_hard(port: int = DEFAULT_PORT, data_dir: Path | None = None) -> None:
@@ -212,7 +240,7 @@ def _java(*args: str) -> list[str]:
 
 def _configure(port: int, data_dir: Path, sasl_users: dict[str, str] | None = None) -> Path:
     template = (BROKER_DIR / "server.properties.template").read_text()
-    props = data_dir / "server.properties"
+    props = data_dir / PROPERTIES
     log_dir = data_dir / "log"
     props.write_text(
         template.format(
@@ -249,12 +277,25 @@ def _sasl_properties(port: int, users: dict[str, str] | None) -> dict[str, str]:
     }
 
 
-def _is_broker(pid: int) -> bool:
-    # A stale pid file may name a recycled pid: only a kafka.Kafka JVM counts.
+def _is_broker_of(pid: int, data_dir: Path) -> bool:
+    """A kafka.Kafka JVM started on `data_dir`'s server.properties (a stale pid file may name a
+    recycled pid, or a copied data folder another broker's)."""
+    props = data_dir / PROPERTIES
     try:
-        return "kafka.Kafka" in psutil.Process(pid).cmdline()
+        proc = psutil.Process(pid)
+        cmdline = proc.cmdline()
+        cwd = proc.cwd()
     except psutil.Error:
         return False
+    if "kafka.Kafka" not in cmdline:
+        return False
+    for arg in cmdline:
+        if arg.endswith(PROPERTIES):
+            with contextlib.suppress(OSError):
+                # samefile: one folder reached through a symlink (a shared .cache) is one broker.
+                if os.path.samefile(Path(cwd) / arg, props):
+                    return True
+    return False
 
 
 def _listener(port: int) -> int | None:
@@ -269,14 +310,12 @@ def _listener(port: int) -> int | None:
 
 
 def _pid(port: int, data_dir: Path) -> int | None:
-    """The broker's pid: from the pid file, else the kafka.Kafka JVM listening on `port`."""
+    """This checkout's broker: the pid of `data_dir`'s pid file, if that is its broker. Never any
+    other Kafka JVM on `port`: that one is another checkout's, not ours to report or stop."""
     with contextlib.suppress(OSError, ValueError):
-        pid = int((data_dir / PID_FILE).read_text())
-        if _alive(pid) and _is_broker(pid):
-            return pid
-    listener = _listener(port)
-    if listener is not None and _is_broker(listener):
-        return listener
+        found = int((data_dir / PID_FILE).read_text())
+        if _alive(found) and _is_broker_of(found, data_dir):
+            return found
     return None
 
 
@@ -300,12 +339,13 @@ def _wait_until_answers(port: int, pid: int, wait_s: float) -> bool:
     return True
 
 
-def _stop(port: int, data_dir: Path, sig: int, timeout_s: float) -> None:
+def _stop(port: int, data_dir: Path, sig: int, timeout_s: float) -> int | None:
     with _locked(_lock_path(port)):
-        pid = _pid(port, data_dir)
-        if pid is not None:
-            _signal_and_wait(pid, sig, timeout_s)
+        found = _pid(port, data_dir)
+        if found is not None:
+            _signal_and_wait(found, sig, timeout_s)
         (data_dir / PID_FILE).unlink(missing_ok=True)
+        return found
 
 
 def _signal_and_wait(pid: int, sig: int, timeout_s: float) -> None:

@@ -34,6 +34,7 @@ from shared.runtime.progress import PROGRESS_SCHEMA
 from shared.runtime.transport import OutputRecord, TransactionAborted
 from shared.runtime.watchdog import loop_stall, watchdog
 from shared.serde import AvroSerde, UndecodableMessage
+from shared.topic_schema import dataset_columns
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,8 @@ class CoordinatorService:
         self.settings = settings
         self.group_id = f"fd.{self.spec.name}.coordinator"
         self.stage_of_topic = {self.spec.topic(stage): stage for stage in self.spec.stages}
+        #: What the manifest hashes of a stage's rows: the columns its dataset files hold.
+        self.released_columns = {stage: dataset_columns(plan.fields[stage]) for stage in self.spec.stages}
         self.expected_schema = {
             self.spec.progress_topic: PROGRESS_SCHEMA,
             self.spec.dlq_topic: DEAD_LETTER_SCHEMA,
@@ -200,7 +203,7 @@ class CoordinatorService:
                     state.start_replay(*self.spec.replay_stages(from_step), replay_of, from_step)
             marker = record["end_of_run"]
             if marker is None:
-                state.add_rows(stage, record["rows"])
+                state.add_rows(stage, record["rows"], self.released_columns[stage])
             else:
                 state.add_marker(stage, msg.partition(), marker)
 

@@ -1,13 +1,19 @@
 """The manifest of a stage: what rows it produced, identified independently of their order.
 
-- `field_hash`: SHA-256 hex of the sorted column names joined with "," (the column set alone).
-- `content_hash`: the sum mod 2**256 of the SHA-256 (as a big-endian integer) of each row's
-  canonical JSON (sorted keys, compact separators, UTF-8, bytes as base64), as 64 hex digits.
-  Rows of a stage arrive from several partitions in an order that differs between runs and
-  restarts; addition commutes, so any order and any split of the rows give the same hash.
-  Unlike XOR, a sum does not cancel a row that occurs twice, so duplicates still show.
+Rows are taken as released: only the stage's dataset columns (every field but the volatile
+ones, `shared.topic_schema.dataset_columns`: how a row was fetched, e.g. the teacher's latency
+and cache flag), a missing one as null — exactly the objects of the stage's `data.jsonl` lines.
 
-Everything but `created_at` is a function of the multiset of rows alone.
+- `columns`: those columns; `field_hash`: SHA-256 hex of them sorted, joined with ",".
+- `content_hash`: the sum mod 2**256 of the SHA-256 (as a big-endian integer) of each row's
+  canonical JSON (sorted keys, separators "," and ":", non-ASCII as is, UTF-8, bytes as base64),
+  as 64 hex digits. Rows of a stage arrive from several partitions in an order that differs
+  between runs and restarts; addition commutes, so any order and any split of the rows give the
+  same hash. Unlike XOR, a sum does not cancel a row that occurs twice, so duplicates still show.
+  To check a released file: `content_hash(json.loads(line) for line in open("data.jsonl"))`.
+
+Everything but `created_at` is a function of the multiset of released rows alone, so two runs
+whose data.jsonl files are byte-identical have equal hashes.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypedDict
@@ -51,6 +58,19 @@ def row_hash(row: dict[str, Any]) -> int:
     return int.from_bytes(hashlib.sha256(canonical_json(row).encode("utf-8")).digest(), "big")
 
 
+def released_row(row: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """The row as a dataset file holds it: `columns` only, a missing one as null."""
+    return {c: row.get(c) for c in columns}
+
+
+def content_hash(rows: Iterable[dict[str, Any]]) -> str:
+    """The manifest's `content_hash` of rows already as released (e.g. parsed data.jsonl lines)."""
+    total = 0
+    for row in rows:
+        total = (total + row_hash(row)) % _MOD
+    return f"{total:064x}"
+
+
 def field_hash(columns: list[str] | set[str]) -> str:
     return hashlib.sha256(",".join(sorted(columns)).encode("utf-8")).hexdigest()
 
@@ -69,8 +89,11 @@ class ManifestAgg:
     min_sample_id: str | None = None
     max_sample_id: str | None = None
 
-    def add_rows(self, rows: list[dict[str, Any]]) -> None:
+    def add_rows(self, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+        """`columns`: the stage's dataset columns, which the rows are cut to (None: as they are)."""
         for row in rows:
+            if columns is not None:
+                row = released_row(row, columns)
             self.count += 1
             self.columns.update(row)
             self.content = (self.content + row_hash(row)) % _MOD

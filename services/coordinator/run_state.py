@@ -124,9 +124,10 @@ class RunState:
             raise KeyError(f"run {self.run_id}: unknown stage {stage!r}; stages: {list(self.stages)}")
         return self.stages[stage]
 
-    def add_rows(self, stage: str, rows: list[dict[str, Any]]) -> None:
+    def add_rows(self, stage: str, rows: list[dict[str, Any]], columns: list[str] | None = None) -> None:
+        """`columns`: the stage's dataset columns; the manifest hashes the rows cut to them."""
         state = self._stage(stage)
-        state.manifest.add_rows(rows)
+        state.manifest.add_rows(rows, columns)
         state.quality.add_rows(rows)
         if self.limit is not None and stage == self._final:
             indexes = [*self.taken, *(int(r["source_index"]) for r in rows)]

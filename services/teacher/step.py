@@ -2,8 +2,13 @@
 
 The step owns retries (the client's own are off) so that every attempt is counted, a 429's
 Retry-After is honoured, and an AIMD limiter shrinks concurrency when the server pushes back.
-Generations are cached by (generation signature, sample_id) in a durable store: a replay, or a
-restart after an aborted transaction, pays for no row twice.
+
+Generations are cached in a durable store under the hash of what was asked and of whom: the
+endpoint's base URL and the full request body (model, messages, decode params) — see
+`cache_key`. A replay, or a restart after an aborted transaction, pays for no row twice; another
+server (OPENAI_BASE_URL switched, same model name) or another prompt is asked afresh. The step's
+`cache: false`, or a run produced with `--no-cache`, skips the look-up (every row asks the
+server); the answers are still stored, so a later replay of that run pays nothing.
 """
 
 from __future__ import annotations
@@ -83,6 +88,26 @@ class TeacherParams(StepParams):
     backoff_base_s: float = operational(0.5, gt=0)
     backoff_max_s: float = operational(20.0, gt=0)
     max_retry_after_s: float = operational(60.0, ge=0, description="cap on a server's Retry-After")
+    cache: bool = operational(
+        True, description="False: never answer from the generation cache (answers are still stored)"
+    )
+
+
+def resolved_base_url(base_url: str | None) -> str:
+    """The endpoint a client of `base_url` talks to: the param, else OPENAI_BASE_URL, else the
+    OpenAI SDK's own default; without a trailing slash, so spellings of one URL are one cache."""
+    url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    return url.rstrip("/")
+
+
+def cache_key(base_url: str, body: dict[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of {base_url, body}: what was asked (the whole request
+    body: model, messages, decode params) and of whom. Rows asking the same thing of the same
+    endpoint share an answer, whatever their sample_id."""
+    blob = json.dumps(
+        {"base_url": base_url, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def retry_after_s(headers: Any) -> float | None:
@@ -126,15 +151,17 @@ class TeacherStep(AsyncStep[TeacherParams]):
             p.max_concurrency, min_limit=p.min_concurrency, increase_every=p.increase_every
         )
         self.cache: StateStore | None = None
+        self._ctx: StepContext | None = None
+        self.base_url = resolved_base_url(p.base_url)
         self._client: AsyncOpenAI | None = None
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._backoff = wait_random_exponential(multiplier=p.backoff_base_s, max=p.backoff_max_s)
         self._labels = {"model": p.model}
-        self._generation_signature = self._compute_generation_signature()
         metrics.CONCURRENCY_LIMIT.labels(**self._labels).set(self.limiter.limit)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, ctx: StepContext) -> None:
+        self._ctx = ctx
         self.cache = ctx.state_store("generation_cache", durable_immediately=True, scope="global")
 
     def close(self) -> None:
@@ -153,34 +180,17 @@ class TeacherStep(AsyncStep[TeacherParams]):
     def concurrency(self) -> int:
         return self.params.max_concurrency
 
-    def generation_signature(self) -> str:
-        """What decides a generation (not how fast it is fetched): the cache key's prefix."""
-        return self._generation_signature
-
-    def _compute_generation_signature(self) -> str:
-        p = self.params
-        blob = json.dumps(
-            {
-                "model": p.model,
-                "prompt_template": p.prompt_template,
-                "system_prompt_field": p.system_prompt_field,
-                "decode_profile_field": p.decode_profile_field,
-            },
-            sort_keys=True,
-        )
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
     # -- rows ------------------------------------------------------------------------------------
     async def process_row_async(self, row: Row) -> Row | None:
-        key = self._cache_key(row)
-        cached = self._cache_get(key)
+        body = self.request_body(row)
+        key = cache_key(self.base_url, body)
+        cached = self._cache_get(key) if self.reads_cache() else None
         if cached is not None:
             metrics.CACHE_HITS.labels(**self._labels).inc()
             return self._emit(row, cached, cached=True, latency_ms=0.0)
         spent: list[float] = []
-        body = {"model": self.params.model, "messages": self.messages(row), **self.decode_settings(row)}
         generation = await self._generate(body, spent)
-        if key is not None and self.cache is not None:
+        if self.cache is not None:
             usage = {
                 "prompt_tokens": generation.prompt_tokens,
                 "completion_tokens": generation.completion_tokens,
@@ -191,6 +201,15 @@ class TeacherStep(AsyncStep[TeacherParams]):
 
     def reads(self) -> set[str]:
         return {name for _, name, _, _ in string.Formatter().parse(self.params.prompt_template) if name}
+
+    def request_body(self, row: Row) -> dict[str, Any]:
+        """The chat completion request for `row` (what is sent, and what the cache key covers)."""
+        return {"model": self.params.model, "messages": self.messages(row), **self.decode_settings(row)}
+
+    def reads_cache(self) -> bool:
+        """Whether this row may be answered from the cache: the step's `cache` param, and the
+        run's own option (`produce --no-cache`), asked of the runtime for the row's run."""
+        return self.params.cache and (self._ctx is None or self._ctx.cache_enabled())
 
     def messages(self, row: Row) -> list[dict[str, str]]:
         try:
@@ -231,12 +250,8 @@ class TeacherStep(AsyncStep[TeacherParams]):
         return out
 
     # -- cache -----------------------------------------------------------------------------------
-    def _cache_key(self, row: Row) -> str | None:
-        sample_id = row.get("sample_id")
-        return None if sample_id is None else f"{self.generation_signature()}:{sample_id}"
-
-    def _cache_get(self, key: str | None) -> Generation | None:
-        if key is None or self.cache is None:
+    def _cache_get(self, key: str) -> Generation | None:
+        if self.cache is None:
             return None
         blob = self.cache.get(key)
         if blob is None:
@@ -263,7 +278,8 @@ class TeacherStep(AsyncStep[TeacherParams]):
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
             self._client = AsyncOpenAI(
-                base_url=self.params.base_url or os.environ.get("OPENAI_BASE_URL"),
+                # The same URL as the cache key's: the cache is that endpoint's answers.
+                base_url=self.base_url,
                 api_key=os.environ.get("OPENAI_API_KEY") or "sk-local",
                 max_retries=0,
                 timeout=self.params.request_timeout_s,

@@ -9,6 +9,12 @@ while the run's end markers flow on, so the run drains and finishes as any other
 The topic is also the run registry: every `fastdistill produce` writes `{"run_id", "limit",
 "registered": true}` in the transaction of the run's seeds, so a run id that has a record here
 was produced (`is_registered`), and a second produce of it is refused.
+
+`fastdistill produce --no-cache` adds `"cache": false` to that record: steps with caches (the
+teacher's generation cache) then ask `StepContext.cache_enabled()`, which the runtime answers
+from this view, and answer none of the run's rows from them. A record without the field (any
+earlier one, or the coordinator's stop) means the cache is on; a run's option is set once, by its
+producer, and a later record never turns it back on.
 """
 
 from __future__ import annotations
@@ -34,9 +40,13 @@ def limit_record(run_id: str, limit: int) -> bytes:
     return json.dumps({"run_id": run_id, "limit": limit, "stop": False}).encode()
 
 
-def register_record(run_id: str, limit: int | None) -> bytes:
-    """What `produce` writes for every run (with its limit, None for none)."""
-    return json.dumps({"run_id": run_id, "limit": limit, "stop": False, "registered": True}).encode()
+def register_record(run_id: str, limit: int | None, cache: bool = True) -> bytes:
+    """What `produce` writes for every run (with its limit, None for none, and `cache: false`
+    for a run produced with `--no-cache`)."""
+    record: dict[str, Any] = {"run_id": run_id, "limit": limit, "stop": False, "registered": True}
+    if not cache:
+        record["cache"] = False
+    return json.dumps(record).encode()
 
 
 def stop_record(run_id: str, limit: int) -> bytes:
@@ -51,7 +61,13 @@ def parse(value: bytes | None) -> dict[str, Any] | None:
         if isinstance(record, dict) and isinstance(record.get("run_id"), str):
             limit = record.get("limit")
             if limit is None or (type(limit) is int and limit >= 0):  # not a bool, not a float
-                return {"run_id": record["run_id"], "limit": limit, "stop": record.get("stop") is True}
+                return {
+                    "run_id": record["run_id"],
+                    "limit": limit,
+                    "stop": record.get("stop") is True,
+                    # Only an explicit false turns the cache off: absent is the default, on.
+                    "cache": record.get("cache") is not False,
+                }
     except (ValueError, RecursionError):
         pass
     log.warning("skipping a malformed run-control record: %r", (value or b"")[:200])
@@ -84,16 +100,34 @@ def is_registered(kafka: KafkaSettings, topic: str, run_id: str, timeout_s: floa
 
 
 @dataclass
-class ControlView:
-    """The latest control record of every run, tailed without a consumer group (nothing is
-    committed: the topic is compacted and read whole at every start)."""
+class ControlFold:
+    """The latest word on every run, folded from control records in any order."""
 
-    kafka: KafkaSettings
-    topic: str
     limits: dict[str, int] = field(default_factory=dict)
     stopped: set[str] = field(default_factory=set)
+    #: runs produced with `--no-cache`
+    no_cache: set[str] = field(default_factory=set)
 
-    def __post_init__(self) -> None:
+    def apply(self, record: dict[str, Any]) -> None:
+        if record["limit"] is not None:
+            self.limits[record["run_id"]] = record["limit"]
+        if record["stop"]:
+            self.stopped.add(record["run_id"])
+        if not record["cache"]:
+            self.no_cache.add(record["run_id"])
+
+    def cache_enabled(self, run_id: str) -> bool:
+        return run_id not in self.no_cache
+
+
+class ControlView(ControlFold):
+    """The control records of every run, tailed without a consumer group (nothing is
+    committed: the topic is compacted and read whole at every start)."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        super().__init__()
+        self.kafka = kafka
+        self.topic = topic
         self.consumer: Consumer = clients.consumer(self.kafka, f"fd-control-{uuid.uuid4().hex}")
         partitions = clients.partition_count(self.consumer, self.topic)
         self.consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(partitions)])
@@ -106,20 +140,14 @@ class ControlView:
         """Everything the topic holds now (a service that must not miss a record written before
         it started calls this once; tailing then re-reads it, which changes nothing)."""
         for record in read_all(self.kafka, self.topic):
-            self._apply(record)
+            self.apply(record)
 
     def observe(self, msg: Message) -> None:
         if msg.error() is not None:
             return
         record = parse(msg.value())
         if record is not None:
-            self._apply(record)
-
-    def _apply(self, record: dict[str, Any]) -> None:
-        if record["limit"] is not None:
-            self.limits[record["run_id"]] = record["limit"]
-        if record["stop"]:
-            self.stopped.add(record["run_id"])
+            self.apply(record)
 
     def close(self) -> None:
         self.consumer.close()

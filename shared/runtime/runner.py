@@ -57,11 +57,14 @@ class StepFailed(RuntimeError):
 
 
 class RunControl(Protocol):
-    """Which runs are stopped (shared.kafka.control.ControlView tails the control topic)."""
+    """Which runs are stopped, and which were produced with `--no-cache`
+    (shared.kafka.control.ControlView tails the control topic)."""
 
     stopped: set[str]
 
     def poll(self, timeout: float = 0) -> None: ...
+
+    def cache_enabled(self, run_id: str) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -153,6 +156,10 @@ class StepRunner:
             store.reload(self.state)
             self.stores[name] = store
         return self.stores[name]
+
+    def cache_enabled(self) -> bool:
+        # CURRENT_RUN is the run of the row being processed (set before its task is made).
+        return self.control is None or self.control.cache_enabled(CURRENT_RUN.get())
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 from fastdistill.dev import local_broker
+from fastdistill.local_stack import free_port_pair
 from shared.config import KafkaSettings
 from shared.kafka import clients
 
@@ -114,25 +114,10 @@ def test_compaction_keeps_the_last_value_per_key(kafka_bootstrap: str, fresh_top
     assert offsets == sorted(offsets) and offsets[-1] == produced - 1
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 1 both free (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two adjacent free ports")
-
-
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[local_broker.BrokerInfo]:
     """A broker of this test's own, so restarting it never disturbs the shared one others use."""
-    port = _free_port_pair()
+    port = free_port_pair()
     info = local_broker.up(port, tmp_path / "kafka")
     yield info
     local_broker.stop_hard(port, info.data_dir)

@@ -31,13 +31,17 @@ PARTITIONS = 2
 
 @dataclass
 class StopAll:
-    """Run control: which runs are stopped."""
+    """Run control: which runs are stopped, which were produced with `--no-cache`."""
 
     stopped: set[str] = field(default_factory=set)
+    no_cache: set[str] = field(default_factory=set)
     closed: bool = False
 
     def poll(self, timeout: float = 0) -> None:
         pass
+
+    def cache_enabled(self, run_id: str) -> bool:
+        return run_id not in self.no_cache
 
     def close(self) -> None:
         self.closed = True

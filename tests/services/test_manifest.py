@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.coordinator.manifest import ManifestAgg, canonical_json, field_hash
+from services.coordinator.manifest import ManifestAgg, canonical_json, content_hash, field_hash
+from services.sink.writer import write_dataset
+from shared.topic_schema import dataset_columns
 
 ROW = st.fixed_dictionaries(
     {"source_index": st.integers(0, 10_000), "sample_id": st.text(max_size=8)},
@@ -84,3 +87,26 @@ def test_snapshot_is_json_text_and_round_trips() -> None:
     empty = ManifestAgg()
     empty.merge(ManifestAgg())
     assert empty == ManifestAgg()
+
+
+def test_rows_are_hashed_as_released(tmp_path: Path) -> None:
+    """Cut to the dataset columns, rows that differ only in volatile fields hash alike, and the
+    hash recomputed from the data.jsonl the sink's writer makes is the manifest's."""
+    fields = [
+        {"name": "source_index", "type": "long"},
+        {"name": "sample_id", "type": "string"},
+        {"name": "note", "type": ["null", "string"], "default": None},
+        {"name": "teacher_latency_ms", "type": "double", "volatile": True},
+    ]
+    columns = dataset_columns(fields)
+    paid = [{"source_index": i, "sample_id": f"s{i}", "teacher_latency_ms": 10.0 + i} for i in range(5)]
+    cached = [row | {"teacher_latency_ms": 0.0} for row in paid]
+    a, b = ManifestAgg(), ManifestAgg()
+    a.add_rows(paid, columns)
+    b.add_rows(cached, columns)
+    ra, rb = a.report("r", "s", None), b.report("r", "s", None)
+    assert ra == rb and ra["columns"] == ["note", "sample_id", "source_index"]
+    assert _agg(paid).report("r", "s", None)["content_hash"] != ra["content_hash"]  # not cut: differs
+    files = write_dataset(paid, tmp_path, columns, ["jsonl"])
+    lines = (files.folder / "data.jsonl").read_text().splitlines()
+    assert content_hash(json.loads(line) for line in lines) == ra["content_hash"]

@@ -245,7 +245,6 @@ def test_generation_cache_makes_a_replay_free(tmp_path: Path, seeds: Path) -> No
 
         # A new instance (a restarted service) with different speed knobs shares the cache.
         replay = TeacherStep(model="sim-cache", base_url=sim.base_url, max_concurrency=4, max_retries=1)
-        assert replay.generation_signature() == first.generation_signature()
         replay.open(ctx)
         out2 = asyncio.run(_run(replay, _rows(50)))
         after_replay = sim.stats()["requests"]
@@ -264,6 +263,27 @@ def test_generation_cache_makes_a_replay_free(tmp_path: Path, seeds: Path) -> No
         assert b["completion_tokens"] == a["completion_tokens"]
         assert (a["teacher_cached"], b["teacher_cached"]) == (False, True)
     assert _metric("fd_teacher_cache_hits_total", model="sim-cache") == 50
+
+
+def test_another_endpoint_with_the_same_model_is_asked(tmp_path: Path, seeds: Path) -> None:
+    """The cache is per endpoint: switching OPENAI_BASE_URL to another server that serves the same
+    model name sends that server every request; switching back is free again."""
+    ctx = DictContext()
+    config = SimConfig(seeds_path=seeds)
+    with sim_process(tmp_path, config) as sim_a, sim_process(tmp_path, config) as sim_b:
+        asyncio.run(_run(_opened(TeacherStep(model="sim-switch", base_url=sim_a.base_url), ctx), _rows(20)))
+        assert (sim_a.stats()["requests"], sim_b.stats()["requests"]) == (20, 0)
+        on_b = TeacherStep(model="sim-switch", base_url=sim_b.base_url)
+        out = asyncio.run(_run(_opened(on_b, ctx), _rows(20)))
+        assert (sim_a.stats()["requests"], sim_b.stats()["requests"]) == (20, 20)
+        assert all(isinstance(r, dict) and r["teacher_cached"] is False for r in out)
+        asyncio.run(_run(_opened(TeacherStep(model="sim-switch", base_url=sim_a.base_url), ctx), _rows(20)))
+        assert (sim_a.stats()["requests"], sim_b.stats()["requests"]) == (20, 20)
+
+
+def _opened(step: TeacherStep, ctx: DictContext) -> TeacherStep:
+    step.open(ctx)
+    return step
 
 
 def _window_mean_inflight(before: dict[str, Any], after: dict[str, Any]) -> float:

@@ -11,7 +11,7 @@ from email.utils import format_datetime
 import pytest
 from tenacity import RetryCallState
 
-from services.teacher.step import TeacherError, TeacherStep, _Retryable, retry_after_s
+from services.teacher.step import TeacherError, TeacherStep, _Retryable, cache_key, retry_after_s
 from tests.fakes import DictContext
 
 ROW = {
@@ -60,15 +60,42 @@ def test_decode_settings_from_object_or_json_text() -> None:
         step.decode_settings({"decode_profile": {"model": "other"}})
 
 
-def test_generation_signature_ignores_speed_knobs() -> None:
-    base = TeacherStep().generation_signature()
-    assert TeacherStep(max_concurrency=4, max_retries=1, request_timeout_s=5).generation_signature() == base
-    assert TeacherStep(base_url="http://elsewhere/v1").generation_signature() == base
-    assert TeacherStep(model="other").generation_signature() != base
-    assert TeacherStep(prompt_template="Q: {instruction}").generation_signature() != base
-    assert TeacherStep(system_prompt_field=None).generation_signature() != base
-    # The lineage signature leaves operational params out too, but names the endpoint.
+def _key(step: TeacherStep, row: dict[str, object] = ROW) -> str:
+    return cache_key(step.base_url, step.request_body(row))
+
+
+def test_cache_key_is_endpoint_and_request_body() -> None:
+    base = _key(TeacherStep(base_url="http://a:8000/v1"))
+    # How fast, how often, and which row asks do not matter; a spelling of the same URL neither.
+    same = TeacherStep(base_url="http://a:8000/v1/", max_concurrency=4, max_retries=1, request_timeout_s=5)
+    assert _key(same) == base
+    assert _key(TeacherStep(base_url="http://a:8000/v1"), {**ROW, "sample_id": "other"}) == base
+    # Another server with the same model name, or anything else in the request, is another answer.
+    assert _key(TeacherStep(base_url="http://b:8000/v1")) != base
+    assert _key(TeacherStep(base_url="http://a:8000/v1", model="other")) != base
+    assert _key(TeacherStep(base_url="http://a:8000/v1", prompt_template="Q: {instruction}")) != base
+    assert _key(TeacherStep(base_url="http://a:8000/v1", system_prompt_field=None)) != base
+    hotter = {**ROW, "decode_profile": {"temperature": 0.9, "max_tokens": 128}}
+    assert _key(TeacherStep(base_url="http://a:8000/v1"), hotter) != base
+    assert _key(TeacherStep(base_url="http://a:8000/v1"), {**ROW, "instruction": "Count users."}) != base
+
+
+def test_cache_key_follows_openai_base_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://a:8000/v1")
+    on_a = TeacherStep()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://b:8000/v1")
+    on_b = TeacherStep()
+    assert (on_a.base_url, on_b.base_url) == ("http://a:8000/v1", "http://b:8000/v1")
+    assert _key(on_a) != _key(on_b)
+    assert _key(TeacherStep(base_url="http://a:8000/v1")) == _key(on_a)  # the param wins over the env
+
+
+def test_signature_leaves_out_the_cache_switch_and_speed_knobs() -> None:
+    # Whether the cache is read changes how a row is fetched, not what it becomes.
+    assert TeacherStep(cache=False).signature() == TeacherStep().signature()
     assert TeacherStep(max_concurrency=4, max_retries=1).signature() == TeacherStep().signature()
+    # What decides the answer is the step's identity: the model, the endpoint.
+    assert TeacherStep(model="other").signature() != TeacherStep().signature()
     assert TeacherStep(base_url="http://elsewhere/v1").signature() != TeacherStep().signature()
 
 
@@ -125,7 +152,7 @@ def test_cache_hit_needs_no_server() -> None:
     assert ctx.durable == {"generation_cache": True}
     assert ctx.scopes == {"generation_cache": "global"}
     store = ctx.stores["generation_cache"]
-    key = f"{step.generation_signature()}:{ROW['sample_id']}"
+    key = _key(step)
     usage = {"prompt_tokens": 9, "completion_tokens": 6}
     store.put(key, json.dumps({"generation": "SELECT 1;", "usage": usage}).encode())
     out = asyncio.run(step.process_row_async(dict(ROW)))
@@ -161,3 +188,16 @@ def test_a_client_per_event_loop() -> None:
 
     first = asyncio.run(client())
     assert asyncio.run(client()) is not first
+
+
+@pytest.mark.parametrize(
+    ("step_cache", "run_cache"), [(False, True), (True, False)], ids=["step-cache-false", "run-no-cache"]
+)
+def test_cache_off_asks_the_server_and_still_stores(step_cache: bool, run_cache: bool) -> None:
+    step = TeacherStep(base_url=_dead_url(), max_retries=0, cache=step_cache)
+    ctx = DictContext(cache_enabled=run_cache)
+    step.open(ctx)
+    ctx.stores["generation_cache"].put(_key(step), json.dumps({"generation": "SELECT 1;"}).encode())
+    # The cached answer is not used: the request is made (and fails, nothing listens there).
+    with pytest.raises(TeacherError, match="connection failed"):
+        asyncio.run(step.process_row_async(dict(ROW)))

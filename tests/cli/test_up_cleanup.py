@@ -1,0 +1,97 @@
+"""`fastdistill up --exit-when-done` leaves nothing running: every service, the simulator,
+Prometheus, and the broker it started itself (`--keep-broker` keeps that one, and this
+checkout's `dev broker down` then stops it).
+
+`up` runs as `make run` runs it, as a process with no KAFKA_BOOTSTRAP_SERVERS, on a cache folder
+of its own (FD_CACHE_DIR, the jars linked in) and a broker port of its own. Every process it
+starts inherits a mark in its environment; after it exits, the processes still carrying the mark
+are what it left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fastdistill.dev import local_broker
+from fastdistill.local_stack import free_port, free_port_pair
+from tests.e2e.coordinator_stack import SEEDS, pipeline_copy
+from tests.orphans import describe, marked_processes
+
+pytestmark = pytest.mark.kafka
+
+REPO = Path(__file__).resolve().parents[2]
+PROBE = "FD_UP_PROBE"
+
+
+def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "kafka").mkdir(parents=True)
+    (cache / "kafka" / "lib").symlink_to(local_broker.ensure_jars())
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(SEEDS.read_text().splitlines(keepends=True)[:30]))
+    pipeline = pipeline_copy(tmp_path, gates={})
+    port = free_port_pair()
+    data_dir = cache / "kafka" / f"data-{port}"
+    mark = uuid.uuid4().hex
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "OPENAI_BASE_URL")}
+    env |= {"FD_CACHE_DIR": str(cache), PROBE: mark}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fastdistill.cli", *args],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+
+    def left() -> dict[int, str]:
+        return {p.pid: describe(p) for p in marked_processes(mark, PROBE)}
+
+    def up(*options: str) -> dict[int, str]:
+        started = time.monotonic()
+        done = cli(
+            "up",
+            "--pipeline",
+            str(pipeline),
+            "--seeds",
+            str(seeds),
+            "--exit-when-done",
+            "--broker-port",
+            str(port),
+            "--prometheus-port",
+            str(free_port()),
+            "--workdir",
+            str(tmp_path / "stack"),
+            "--timeout-s",
+            "300",
+            *options,
+        )
+        print(f"up {' '.join(options)}: exit {done.returncode} after {time.monotonic() - started:.1f}s")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert '"released": true' in done.stdout + done.stderr
+        return left()
+
+    try:
+        assert up() == {}
+        assert local_broker.pid(port, data_dir) is None
+
+        kept = up("--keep-broker")
+        broker = local_broker.pid(port, data_dir)
+        assert broker is not None and local_broker.is_running(port, data_dir)
+        assert list(kept) == [broker], kept
+        down = cli("dev", "broker", "down", "--port", str(port))
+        assert down.returncode == 0 and f"broker down (pid {broker})" in down.stderr
+        assert left() == {}
+    finally:
+        local_broker.stop_hard(port, data_dir)
+        for proc in marked_processes(mark, PROBE):
+            proc.kill()
