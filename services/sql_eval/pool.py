@@ -1,23 +1,27 @@
 """A pool of long-lived SQL worker processes (`worker.py`), driven from the event loop.
 
-Each worker runs one query at a time; the pool talks to it over non-blocking pipes watched by the
-event loop, so a query costs the loop one write, one wake-up and one read, and the loop never
-blocks on SQL. What the parent enforces:
-- wall clock: a worker without an answer after `wall_limit_ms` (a single long function call that
-  the worker's own budgets cannot interrupt) is killed with SIGKILL and replaced; the query's
-  verdict is `timeout`;
-- crashes: a worker that dies while running a query (a signal, the kernel's OOM killer, an exit)
-  is replaced and the query tried once more on a fresh one; a second death makes it a poison
-  (`PoisonQuery`), which the step raises as a row error so the runtime dead-letters the row and
-  moves on. A worker found dead while idle is replaced without blaming the next query;
-- a query abandoned (its row cancelled) kills its worker: the late answer would desync the pipe;
-- `close()` kills every worker and reaps it; workers also die with their parent (see worker.py).
+The pool talks to each worker over non-blocking pipes watched by the event loop, so the loop never
+blocks on SQL. Up to `DEPTH` queries are queued per worker (a worker runs them one at a time, in
+order): on a busy machine a worker answers several per time slice and the loop reads several
+answers per wake-up, instead of paying two scheduler round trips per query.
+
+What the parent enforces:
+- wall clock: the query at the head of a worker's queue must be answered `wall_limit_ms` after it
+  started (a single long function call never reaches the worker's own budgets); past that, one
+  pool-wide sweep timer kills the worker with SIGKILL; that query's verdict is `timeout`, the
+  queries queued behind it go to another worker, blamed for nothing;
+- crashes: a worker that dies (a signal, the kernel's OOM killer, an exit) while a query runs is
+  replaced and that query tried once more; a second death makes it a poison (`PoisonQuery`), which
+  the step raises as a row error, so the runtime dead-letters the row and moves on. A worker that
+  dies idle blames nobody;
+- a query abandoned while it runs (its row cancelled) kills its worker rather than tie it up;
+- `close()` kills and reaps every worker; workers also die with their parent (see worker.py).
 
 A pool belongs to the event loop it was created on (its pipes are registered there).
 
 Why not `multiprocessing`: a fresh interpreter per worker (no fork of a process holding librdkafka
 threads), nothing unpickled from the sandbox (only a signature or an error comes back), and a kill
-on timeout never corrupts a shared queue.
+never corrupts a shared queue.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +46,13 @@ log = logging.getLogger(__name__)
 WORKER_SCRIPT = Path(__file__).with_name("worker.py")
 #: How long a fresh worker may take to say it is ready (an interpreter start; seconds when loaded).
 START_TIMEOUT_S = 30.0
-_HEADER_BYTES = 4
-_READ_BYTES = 65_536
-#: How often busy workers are checked against their deadlines (one timer for the pool, not one
-#: per query: a per-query asyncio.timeout cost more CPU than the rest of the round trip).
+#: Queries queued per worker. More amortises wake-ups further but holds more rows behind a slow one.
+DEPTH = 8
+#: How often running queries are checked against their deadlines: one timer for the pool (a
+#: per-query asyncio.timeout cost more CPU than the rest of the round trip).
 SWEEP_S = 0.05
+_HEADER_BYTES = 4
+_READ_BYTES = 262_144
 
 
 @dataclass(frozen=True)
@@ -68,16 +75,6 @@ class WorkerStartError(RuntimeError):
     """A fresh worker did not come up: a configuration problem (limits too small), not the row's."""
 
 
-class _Expired(Exception):
-    pass
-
-
-class _Died(Exception):
-    def __init__(self, cause: str) -> None:
-        super().__init__(cause)
-        self.cause = cause
-
-
 def worker_command(limits: Limits) -> list[str]:
     # -E -s -S: no PYTHON* variables, no user or site packages: only the standard library.
     return [sys.executable, "-E", "-s", "-S", str(WORKER_SCRIPT), limits.to_json(), str(os.getpid())]
@@ -91,6 +88,29 @@ def _spawn(limits: Limits) -> subprocess.Popen[bytes]:
     )
 
 
+def _exit_cause(code: int) -> str:
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _frames(buffer: bytearray) -> list[dict[str, Any]]:
+    """The complete frames at the start of `buffer`, removed from it."""
+    frames = []
+    start = 0
+    while len(buffer) - start >= _HEADER_BYTES:
+        size = int.from_bytes(buffer[start : start + _HEADER_BYTES], "big")
+        if size > MAX_FRAME_BYTES:
+            raise ValueError(f"protocol error (frame of {size} bytes)")
+        end = start + _HEADER_BYTES + size
+        if len(buffer) < end:
+            break
+        frames.append(decode_frame(bytes(buffer[start + _HEADER_BYTES : end])))
+        start = end
+    del buffer[:start]
+    return frames
+
+
 def check_worker(limits: Limits, db: str | None, timeout_s: float = START_TIMEOUT_S) -> Answer | None:
     """Start one worker, blocking, and ask it `SELECT count(*) FROM sqlite_master` on `db` (if given):
     proves at service start that the limits leave room for the interpreter and the file is SQLite."""
@@ -101,122 +121,83 @@ def check_worker(limits: Limits, db: str | None, timeout_s: float = START_TIMEOU
         )
     except subprocess.TimeoutExpired:
         raise WorkerStartError(f"sql_eval: a SQL worker did not answer within {timeout_s:.0f} s") from None
-    frames: list[dict[str, Any]] = []
-    out = done.stdout
-    while len(out) >= _HEADER_BYTES:
-        size = int.from_bytes(out[:_HEADER_BYTES], "big")
-        frames.append(decode_frame(out[_HEADER_BYTES : _HEADER_BYTES + size]))
-        out = out[_HEADER_BYTES + size :]
+    frames = _frames(bytearray(done.stdout))
     if not frames or not frames[0].get("ready") or done.returncode != 0:
         raise WorkerStartError(f"sql_eval: a SQL worker did not start ({_exit_cause(done.returncode)})")
     if db is None:
         return None
     answer = Answer(frames[1].get("signature"), frames[1].get("error"))
     if (answer.error or "").startswith("memory:"):
-        raise WorkerStartError(
-            f"sql_eval: the SQL worker's limits leave no room to read {db} ({answer.error})"
-        )
+        room = f"the SQL worker's limits leave no room to read {db}"
+        raise WorkerStartError(f"sql_eval: {room} ({answer.error})")
     return answer
 
 
-def _exit_cause(code: int) -> str:
-    if code < 0:
-        return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
+@dataclass(eq=False)
+class _Job:
+    request: bytes
+    future: asyncio.Future[Answer]
+    #: Why the workers that ran this query died (two make it a poison).
+    deaths: list[str] = field(default_factory=list)
 
 
 class WorkerProcess:
-    """One worker: its process, its pipes (non-blocking, read by the event loop) and read buffer."""
+    """One worker: its process, its pipes (non-blocking, watched by the loop), the queries sent
+    to it in order, and the deadline of the one running."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: WorkerPool, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdin is not None and proc.stdout is not None
+        self.pool = pool
         self.proc = proc
-        self._loop = loop
+        self._loop = pool.loop
         self._out = proc.stdin.fileno()
         self._in = proc.stdout.fileno()
         os.set_blocking(self._out, False)
         os.set_blocking(self._in, False)
-        self._buffer = bytearray()
-        self._eof = False
-        self._waiter: asyncio.Future[None] | None = None
-        self._killed = False
-        self._expired = False
-        #: Loop time by which the query running must be answered; None while idle.
+        self._read = bytearray()
+        self._write = bytearray()
+        #: Sent and not answered yet; the first is running.
+        self.queue: deque[_Job] = deque()
+        self.ready = False
+        #: Resolved once the worker said it is ready, or ended before it did.
+        self.started: asyncio.Future[None] = self._loop.create_future()
+        self.start_failure = ""
+        self.killed = False
+        #: Loop time by which the running query must be answered; None while idle.
         self.deadline: float | None = None
-        loop.add_reader(self._in, self._on_readable)
-
-    @classmethod
-    async def start(cls, limits: Limits) -> WorkerProcess:
-        worker = cls(_spawn(limits), asyncio.get_running_loop())
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                ready = await worker._receive()
-        except TimeoutError:
-            ready = None
-        except _Died as died:
-            worker.kill()
-            raise WorkerStartError(f"sql_eval: a SQL worker did not start ({died.cause})") from None
-        if ready is None or not ready.get("ready"):
-            worker.kill()
-            raise WorkerStartError(f"sql_eval: a SQL worker did not start within {START_TIMEOUT_S:.0f} s")
-        return worker
+        self._loop.add_reader(self._in, self._on_readable)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
-    def alive(self) -> bool:
-        return not self._eof and self.proc.poll() is None
+    def send(self, job: _Job) -> None:
+        if not self.queue:
+            self.deadline = self._loop.time() + self.pool.wall_s
+        self.queue.append(job)
+        if not self._write:
+            # Flushed once the loop is done with this iteration's rows: one write (one wake-up of
+            # the worker) for all of them.
+            self._loop.call_soon(self._flush)
+        self._write += job.request
 
-    async def ask(self, request: bytes, deadline: float) -> dict[str, Any] | None:
-        """Send `request` and return the answer; None when the pool's sweep found `deadline`
-        (loop time) passed first. Raises _Died when the worker ends first."""
-        self.deadline = deadline
-        self._expired = False
+    def _flush(self) -> None:
+        if self.killed or not self._write:
+            return
         try:
-            await self._send(request)
-            return await self._receive()
-        except _Expired:
-            return None
-        finally:
-            self.deadline = None
-
-    def expire(self) -> None:
-        """Past its deadline: the query waiting for an answer gives up (the pool kills the worker)."""
-        self._expired = True
-        if self._waiter is not None:
-            _resolve(self._waiter)
-
-    async def _send(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._out, view) :]
-            except BlockingIOError:
-                # Only for a frame larger than the pipe: wait until the worker has read some.
-                writable = self._loop.create_future()
-                self._loop.add_writer(self._out, _resolve, writable)
-                try:
-                    await writable
-                finally:
-                    self._loop.remove_writer(self._out)
-            except (BrokenPipeError, ConnectionResetError):
-                raise _Died(await self._cause()) from None
-
-    async def _receive(self) -> dict[str, Any]:
-        while (frame := self._frame()) is None:
-            if self._expired:
-                raise _Expired
-            if self._eof:
-                raise _Died(await self._cause())
-            self._waiter = self._loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if "crash" in frame:
-            raise _Died(f"worker error {frame['crash']}")
-        return frame
+            written = os.write(self._out, self._write)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            # The worker is gone; the end of its output says so and settles its queue.
+            self._write.clear()
+            self._loop.remove_writer(self._out)
+            return
+        del self._write[:written]
+        if self._write:
+            self._loop.add_writer(self._out, self._flush)
+        else:
+            self._loop.remove_writer(self._out)
 
     def _on_readable(self) -> None:
         try:
@@ -225,37 +206,34 @@ class WorkerProcess:
             return
         except OSError:
             chunk = b""
-        if chunk:
-            self._buffer += chunk
-        else:
-            self._eof = True
+        if not chunk:
             self._loop.remove_reader(self._in)
-        if self._waiter is not None:
-            _resolve(self._waiter)
+            self.pool._on_exit(self)
+            return
+        self._read += chunk
+        try:
+            frames = _frames(self._read)
+        except ValueError as exc:
+            self.pool._on_death(self, str(exc))
+            return
+        for frame in frames:
+            if self.killed:
+                return
+            self.pool._on_frame(self, frame)
 
-    def _frame(self) -> dict[str, Any] | None:
-        if len(self._buffer) < _HEADER_BYTES:
-            return None
-        size = int.from_bytes(self._buffer[:_HEADER_BYTES], "big")
-        if size > MAX_FRAME_BYTES:
-            raise _Died(f"protocol error (frame of {size} bytes)")
-        if len(self._buffer) < _HEADER_BYTES + size:
-            return None
-        body = bytes(self._buffer[_HEADER_BYTES : _HEADER_BYTES + size])
-        del self._buffer[: _HEADER_BYTES + size]
-        return decode_frame(body)
+    def answered(self) -> _Job:
+        job = self.queue.popleft()
+        self.deadline = self._loop.time() + self.pool.wall_s if self.queue else None
+        return job
 
-    async def _cause(self) -> str:
-        if self._killed:
-            return "killed by the pool"
-        # The pipe ends as the process exits; give the exit a moment to be reaped.
-        for _ in range(100):
-            code = self.proc.poll()
-            if code is not None:
-                return _exit_cause(code)
-            await asyncio.sleep(0.01)
-        self.kill()
-        return "closed its pipe"
+    def cause(self) -> str:
+        """Why the process ended (it just closed its output, so it is exiting)."""
+        try:
+            code = self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return "closed its output"
+        return _exit_cause(code)
 
     def peak_rss_kb(self) -> int | None:
         """VmHWM from /proc while the process exists (a killed worker cannot report it itself)."""
@@ -269,12 +247,12 @@ class WorkerProcess:
         return None
 
     def kill(self) -> None:
-        """SIGKILL, reap, close the pipes, wake whoever waits for an answer (it gets _Died)."""
-        if self._killed:
+        """SIGKILL, reap, close the pipes. Idempotent; its queue is the pool's to settle."""
+        if self.killed:
             return
-        self._killed = True
-        self._eof = True
+        self.killed = True
         self._loop.remove_reader(self._in)
+        self._loop.remove_writer(self._out)
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
@@ -282,127 +260,230 @@ class WorkerProcess:
             if pipe is not None:
                 with contextlib.suppress(OSError):
                     pipe.close()
-        if self._waiter is not None:
-            _resolve(self._waiter)
-
-
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+        if not self.started.done():
+            self.started.set_result(None)
 
 
 class WorkerPool:
-    """Up to `size` worker processes; `run` sends one query to a free one."""
+    """Up to `size` worker processes; `run` queues one query on the least loaded one."""
 
     def __init__(self, limits: Limits, size: int, wall_limit_ms: int) -> None:
         self.limits = limits
         self.size = size
         self.wall_limit_ms = wall_limit_ms
+        self.wall_s = wall_limit_ms / 1000
         self.loop = asyncio.get_running_loop()
-        self._slots = asyncio.Semaphore(size)
-        self._idle: list[WorkerProcess] = []
-        self._workers: set[WorkerProcess] = set()
-        self._busy: set[WorkerProcess] = set()
+        self._workers: list[WorkerProcess] = []
+        self._starting = 0
+        #: Queries waiting for room in a worker's queue, oldest first.
+        self._backlog: deque[_Job] = deque()
         self._sweeper: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         #: Highest peak RSS any worker reported, or showed in /proc before it was killed.
         self.peak_rss_kb = 0
         #: Workers replaced, by cause: timeout, memory, died, abandoned.
         self.replaced: dict[str, int] = {}
-        #: Queries sent to a worker (a retry after a crash counts again).
+        #: Queries sent to a worker (a query sent again after a worker's death counts again).
         self.queries = 0
 
     async def run(self, db: str, sql: str) -> Answer:
-        async with self._slots:
-            return await self._run(encode_frame({"db": db, "sql": sql}))
+        if self._closed:
+            raise PoolClosed("sql_eval: the SQL worker pool was closed")
+        job = _Job(encode_frame({"db": db, "sql": sql}), self.loop.create_future())
+        self._backlog.append(job)
+        self._dispatch()
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._abandon(job)
+            raise
 
-    async def _run(self, request: bytes) -> Answer:
-        deaths: list[str] = []
-        while True:
-            worker = await self._take()
-            self._busy.add(worker)
+    # -- dispatch ----------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        backlog = self._backlog
+        while backlog:
+            job = backlog[0]
+            if job.future.done():  # cancelled while it waited
+                backlog.popleft()
+                continue
+            worker = self._least_loaded()
+            if worker is None:
+                return
+            if not worker.queue and worker.proc.poll() is not None:
+                # Died while idle (killed from outside, the OOM killer) and not noticed yet.
+                self._on_exit(worker)
+                continue
+            backlog.popleft()
+            self.queries += 1
+            worker.send(job)
             if self._sweeper is None:
                 self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
-            self.queries += 1
-            try:
-                answer = await worker.ask(request, self.loop.time() + self.wall_limit_ms / 1000)
-            except _Died as died:
-                self._retire(worker, "died")
-                if self._closed:
-                    raise PoolClosed("sql_eval: the SQL worker pool was closed") from None
-                log.warning("sql_eval: SQL worker %d %s while running a query", worker.pid, died.cause)
-                deaths.append(died.cause)
-                if len(deaths) == 2:
-                    causes = "; ".join(deaths)
-                    raise PoisonQuery(f"the query killed the SQL worker twice ({causes})") from None
-                continue
-            except BaseException:
-                # Cancelled mid-query: its answer would arrive as the answer to the next one.
-                self._retire(worker, "abandoned")
-                raise
-            finally:
-                self._busy.discard(worker)
-            if answer is None:
-                self._note_rss(worker.peak_rss_kb())
-                self._retire(worker, "timeout")
-                return Answer(None, f"timeout: no answer in {self.wall_limit_ms} ms")
-            self._note_rss(answer.get("rss_kb"))
-            if answer.get("recycle"):
-                self._retire(worker, "memory")
-            else:
-                self._idle.append(worker)
-            return Answer(answer.get("signature"), answer.get("error"))
 
-    async def _take(self) -> WorkerProcess:
-        while self._idle:
-            worker = self._idle.pop()
-            if worker.alive():
+    def _least_loaded(self) -> WorkerProcess | None:
+        """An idle worker; else, once no worker is starting, the one with the shortest queue."""
+        best = None
+        starting = self._starting > 0
+        for worker in self._workers:
+            if not worker.ready:
+                starting = True
+            elif worker.killed or len(worker.queue) >= DEPTH:
+                continue
+            elif not worker.queue:
                 return worker
-            # Died between queries (killed from outside, the OOM killer): not this query's fault.
-            self._retire(worker, "died")
-        if self._closed:
-            raise PoolClosed("sql_eval: the SQL worker pool was closed")
-        worker = await WorkerProcess.start(self.limits)
-        if self._closed:
-            worker.kill()
-            raise PoolClosed("sql_eval: the SQL worker pool was closed")
-        self._workers.add(worker)
-        return worker
+            elif best is None or len(worker.queue) < len(best.queue):
+                best = worker
+        # A fresh worker serves sooner than a queue behind a running query: start one while the
+        # pool has room, and wait for any that is starting.
+        if self._may_start():
+            self._start()
+            starting = True
+        return None if starting else best
+
+    def _may_start(self) -> bool:
+        return not self._closed and len(self._workers) + self._starting < self.size
+
+    def _start(self) -> None:
+        self._starting += 1
+        self._tasks.add(task := self.loop.create_task(self._start_worker()))
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start_worker(self) -> None:
+        try:
+            worker = WorkerProcess(self, _spawn(self.limits))
+        except OSError as exc:
+            self._starting -= 1
+            self._start_failed(str(exc))
+            return
+        self._workers.append(worker)
+        self._starting -= 1
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(START_TIMEOUT_S):
+                await worker.started
+        if worker.ready:
+            self._dispatch()
+            return
+        cause = worker.start_failure or f"not ready within {START_TIMEOUT_S:.0f} s"
+        self._drop(worker)
+        self._start_failed(cause)
+
+    def _start_failed(self, cause: str) -> None:
+        if self._closed or any(w.ready for w in self._workers):
+            return
+        # Nothing can serve the queries waiting: they fail now rather than wait for ever.
+        error = WorkerStartError(f"sql_eval: a SQL worker did not start ({cause})")
+        while self._backlog:
+            job = self._backlog.popleft()
+            if not job.future.done():
+                job.future.set_exception(error)
+
+    # -- what workers say ----------------------------------------------------------------------------
+    def _on_frame(self, worker: WorkerProcess, frame: dict[str, Any]) -> None:
+        if not worker.ready:
+            if frame.get("ready"):
+                worker.ready = True
+                worker.started.set_result(None)
+            else:
+                worker.start_failure = "protocol error"
+                worker.kill()
+            return
+        if "crash" in frame:
+            self._on_death(worker, f"worker error {frame['crash']}")
+            return
+        job = worker.answered()
+        self._note_rss(frame.get("rss_kb"))
+        if not job.future.done():
+            job.future.set_result(Answer(frame.get("signature"), frame.get("error")))
+        if frame.get("recycle"):
+            # It exits now; what was queued behind goes elsewhere.
+            self._replace(worker, "memory", blame=None)
+        else:
+            self._dispatch()
+
+    def _on_exit(self, worker: WorkerProcess) -> None:
+        if worker.killed:
+            return
+        cause = worker.cause()
+        if not worker.ready:
+            worker.start_failure = cause
+            worker.kill()  # resolves `started`: the start reports it
+            return
+        self._on_death(worker, cause)
+
+    def _on_death(self, worker: WorkerProcess, cause: str) -> None:
+        running = worker.queue[0] if worker.queue else None
+        if running is not None:
+            log.warning("sql_eval: SQL worker %d %s while running a query", worker.pid, cause)
+        self._replace(worker, "died", blame=(running, cause) if running is not None else None)
+
+    def _replace(self, worker: WorkerProcess, cause: str, blame: tuple[_Job, str] | None) -> None:
+        """Kill `worker`; the query it ran gets `blame` (a death), the others go back in line."""
+        self._drop(worker)
+        self.replaced[cause] = self.replaced.get(cause, 0) + 1
+        metrics.WORKERS_REPLACED.labels(cause=cause).inc()
+        again = [job for job in worker.queue if not job.future.done()]
+        worker.queue.clear()
+        if blame is not None:
+            job, why = blame
+            job.deaths.append(why)
+            if len(job.deaths) == 2 and job in again:
+                again.remove(job)
+                causes = "; ".join(job.deaths)
+                job.future.set_exception(PoisonQuery(f"the query killed the SQL worker twice ({causes})"))
+        # In front, in their order: they were first in line.
+        self._backlog.extendleft(reversed(again))
+        self._dispatch()
+
+    def _drop(self, worker: WorkerProcess) -> None:
+        worker.kill()
+        if worker in self._workers:
+            self._workers.remove(worker)
+
+    def _abandon(self, job: _Job) -> None:
+        # Its row was cancelled. Waiting: skipped when its turn comes. Running: the worker would be
+        # tied up to the wall limit for nothing, so it is replaced.
+        for worker in self._workers:
+            if worker.queue and worker.queue[0] is job:
+                worker.queue.popleft()
+                self._replace(worker, "abandoned", blame=None)
+                return
 
     def _sweep(self) -> None:
         self._sweeper = None
         now = self.loop.time()
-        for worker in self._busy:
-            if worker.deadline is not None and now > worker.deadline:
-                worker.expire()
-        if self._busy and not self._closed:
+        for worker in list(self._workers):
+            if worker.deadline is not None and now > worker.deadline and worker.queue:
+                self._note_rss(worker.peak_rss_kb())
+                job = worker.queue.popleft()
+                if not job.future.done():
+                    job.future.set_result(Answer(None, f"timeout: no answer in {self.wall_limit_ms} ms"))
+                self._replace(worker, "timeout", blame=None)
+        if not self._closed and any(w.queue for w in self._workers):
             self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
-
-    def _retire(self, worker: WorkerProcess, cause: str) -> None:
-        self._workers.discard(worker)
-        worker.kill()
-        self.replaced[cause] = self.replaced.get(cause, 0) + 1
-        metrics.WORKERS_REPLACED.labels(cause=cause).inc()
 
     def _note_rss(self, rss_kb: int | None) -> None:
         if rss_kb is not None and rss_kb > self.peak_rss_kb:
             self.peak_rss_kb = rss_kb
             metrics.WORKER_PEAK_RSS.set(rss_kb * 1024)
 
+    # -- lifecycle -----------------------------------------------------------------------------------
     def pids(self) -> list[int]:
         return sorted(w.pid for w in self._workers)
 
     def busy_pids(self) -> list[int]:
         """Workers running a query right now."""
-        return sorted(w.pid for w in self._busy)
+        return sorted(w.pid for w in self._workers if w.queue)
 
     def close(self) -> None:
-        """Kill and reap every worker; a query waiting for one raises PoolClosed."""
+        """Kill and reap every worker; queries still waiting raise PoolClosed."""
         self._closed = True
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        waiting = [job for w in self._workers for job in w.queue] + list(self._backlog)
         for worker in list(self._workers):
-            worker.kill()
-        self._workers.clear()
-        self._idle.clear()
+            self._drop(worker)
+        self._backlog.clear()
+        for job in waiting:
+            if not job.future.done():
+                job.future.set_exception(PoolClosed("sql_eval: the SQL worker pool was closed"))

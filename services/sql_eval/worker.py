@@ -28,11 +28,13 @@ Per connection, each defence covering what the others miss:
 - SQLite's limits cap string/blob sizes (1 MB), result columns (64) and statement length;
 - rows are fetched one at a time and stop at `max_rows` rows or `max_result_bytes` of values.
 
-Protocol on stdin/stdout: frames of a 4-byte big-endian length and UTF-8 JSON. The first frame out
-is `{"ready": true}`; then per request `{"db": path, "sql": text}` one answer
-`{"signature": hex | null, "error": text | null, "rss_kb": peak RSS, "recycle": bool}`. Only the
-signature of the normalised rows leaves the process, never the rows. `recycle` asks the parent to
-replace this process (after a memory verdict its heap is not worth keeping).
+Protocol on stdin/stdout: frames of a 4-byte big-endian length and ASCII JSON. The first frame out
+is `{"ready": true}`; then per request `{"db": path, "sql": text}`, in order, one answer
+`{"signature": hex | null, "error": text | null, "rss_kb": peak RSS, "recycle": bool}`. The parent
+may queue several requests; they run one at a time. Only the signature of the normalised rows
+leaves the process, never the rows. After an answer with `recycle` (a memory verdict: its heap is
+not worth keeping) the process exits without reading further; `{"crash": text}` reports a bug
+before it exits.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 _ALLOWED_ACTIONS = frozenset(
     {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
@@ -268,26 +270,16 @@ def encode_frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _read_exact(fd: int, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        chunk = os.read(fd, size)
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _read_frame(fd: int) -> dict[str, Any] | None:
-    header = _read_exact(fd, _HEADER.size)
-    if header is None:
+def _read_frame(reader: BinaryIO) -> dict[str, Any] | None:
+    # Buffered: the parent may queue several requests, and one read() takes them all in.
+    header = reader.read(_HEADER.size)
+    if len(header) < _HEADER.size:
         return None
     (size,) = _HEADER.unpack(header)
     if size > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {size} bytes")
-    body = _read_exact(fd, size)
-    return None if body is None else decode_frame(body)
+    body = reader.read(size)
+    return None if len(body) < size else decode_frame(body)
 
 
 def decode_frame(body: bytes) -> dict[str, Any]:
@@ -333,7 +325,7 @@ def main(argv: list[str]) -> int:
     _die_with_parent(int(argv[2]))
     limit_process(limits)
     sandbox = Sandbox(limits)
-    requests, answers = sys.stdin.fileno(), sys.stdout.fileno()
+    requests, answers = sys.stdin.buffer, sys.stdout.fileno()
     _write_all(answers, encode_frame({"ready": True}))
     while (request := _read_frame(requests)) is not None:
         recycle = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -247,8 +248,8 @@ def test_poison_gold_is_cached_and_every_row_with_it_is_a_row_error(db: str) -> 
 def test_close_kills_and_reaps_every_worker(db: str) -> None:
     async def body() -> None:
         pool = WorkerPool(PATIENT, 3, 600_000)
+        await asyncio.gather(*(pool.run(db, f"SELECT {i}") for i in range(3)))
         waiting = [asyncio.ensure_future(pool.run(db, LONG)) for _ in range(2)]
-        await pool.run(db, "SELECT 1")
         while len(pool.busy_pids()) < 2:
             await asyncio.sleep(0.05)
         pids = pool.pids()
@@ -284,7 +285,7 @@ def test_a_worker_exits_when_its_input_ends(db: str) -> None:
         pool = WorkerPool(Limits(), 1, 10_000)
         try:
             await pool.run(db, "SELECT 1")
-            (worker,) = pool._idle
+            (worker,) = pool._workers
             assert worker.proc.stdin is not None
             worker.proc.stdin.close()
             assert worker.proc.wait(timeout=10) == 0
@@ -331,10 +332,18 @@ def test_workers_die_with_their_service(db: str) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_limits_too_small_fail_at_start_not_per_row(db: str) -> None:
-    # The step's open() runs this once: a worker that cannot even read the schema stops the service.
+def test_limits_too_small_fail_at_start_not_per_row(db: str, tmp_path: Path) -> None:
+    # The step's open() runs this once: a worker whose SQLite heap cannot even hold the schema
+    # (2,000 tables of 50 columns: several MB parsed) stops the service at start.
+    wide = tmp_path / "wide.sqlite"
+    conn = sqlite3.connect(wide)
+    columns = ", ".join(f"column_{i} TEXT" for i in range(50))
+    conn.executescript("".join(f"CREATE TABLE t{i} ({columns});" for i in range(2000)))
+    conn.close()
     with pytest.raises(WorkerStartError, match="limits leave no room to read"):
-        check_worker(Limits(memory_limit_mb=16, heap_limit_mb=1), db)
+        check_worker(Limits(heap_limit_mb=1), str(wide))
+    answer = check_worker(Limits(heap_limit_mb=64), str(wide))
+    assert answer is not None and answer.error is None
     answer = check_worker(Limits(), db)
     assert answer is not None and answer.error is None and answer.signature is not None
     assert check_worker(Limits(), None) is None
@@ -377,3 +386,84 @@ def test_a_pool_belongs_to_one_event_loop(db: str) -> None:
     _run(body)
     assert step._pool is not first and all(_gone(pid) for pid in old)
     step.close()
+
+
+def test_queries_queued_behind_a_timeout_are_answered_not_blamed(db: str) -> None:
+    async def body() -> None:
+        pool = WorkerPool(Limits(time_budget_ms=500), 1, 1000)
+        try:
+            await pool.run(db, "SELECT 0")
+            stalled = asyncio.ensure_future(pool.run(db, STALL))
+            queued = [asyncio.ensure_future(pool.run(db, f"SELECT {i}")) for i in range(1, 6)]
+            assert await stalled == Answer(None, "timeout: no answer in 1000 ms")
+            answers = await asyncio.gather(*queued)
+            assert [a.error for a in answers] == [None] * 5 and len({a.signature for a in answers}) == 5
+            assert pool.replaced == {"timeout": 1}
+        finally:
+            pool.close()
+
+    _run(body)
+
+
+def test_queries_queued_behind_a_poison_are_answered(db: str) -> None:
+    async def body() -> None:
+        pool = WorkerPool(PATIENT, 1, 600_000)
+        try:
+            await pool.run(db, "SELECT 0")
+            poison = asyncio.ensure_future(pool.run(db, LONG))
+            queued = [asyncio.ensure_future(pool.run(db, f"SELECT {i}")) for i in range(1, 6)]
+            first = await _busy_pid(pool)
+            os.kill(first, signal.SIGKILL)
+            # The query that ran goes first on the fresh worker, ahead of the ones behind it.
+            os.kill(await _busy_pid(pool, not_pid=first), signal.SIGKILL)
+            with pytest.raises(PoisonQuery):
+                await poison
+            answers = await asyncio.gather(*queued)
+            assert [a.error for a in answers] == [None] * 5
+            assert pool.replaced == {"died": 2}
+        finally:
+            pool.close()
+
+    _run(body)
+
+
+def test_queries_queued_behind_a_memory_verdict_are_answered(db: str) -> None:
+    hog = (
+        "WITH RECURSIVE c(x, b) AS (SELECT 1, '1' || zeroblob(900000)"
+        " UNION ALL SELECT x + 1, (x + 1) || zeroblob(900000) FROM c WHERE x < 2000)"
+        " SELECT x FROM c ORDER BY b"
+    )
+
+    async def body() -> None:
+        pool = WorkerPool(Limits(memory_limit_mb=256, heap_limit_mb=64), 1, 10_000)
+        try:
+            await pool.run(db, "SELECT 0")
+            hogging = asyncio.ensure_future(pool.run(db, hog))
+            queued = [asyncio.ensure_future(pool.run(db, f"SELECT {i}")) for i in range(1, 6)]
+            assert (await hogging).error == "memory: over 64 MiB (SQLite heap) or 256 MiB (worker)"
+            answers = await asyncio.gather(*queued)
+            assert [a.error for a in answers] == [None] * 5
+            assert pool.replaced == {"memory": 1} and 64 * 1024 < pool.peak_rss_kb < 256 * 1024
+        finally:
+            pool.close()
+
+    _run(body)
+
+
+def test_a_cancelled_query_that_waits_is_skipped(db: str) -> None:
+    async def body() -> None:
+        pool = WorkerPool(Limits(time_budget_ms=500), 1, 1500)
+        try:
+            await pool.run(db, "SELECT 0")
+            stalled = asyncio.ensure_future(pool.run(db, STALL))
+            waiting = asyncio.ensure_future(pool.run(db, "SELECT 1"))
+            after = asyncio.ensure_future(pool.run(db, "SELECT 2"))
+            await asyncio.sleep(0.2)
+            waiting.cancel()
+            assert (await stalled).error == "timeout: no answer in 1500 ms"
+            assert (await after).error is None
+            assert waiting.cancelled() and pool.replaced == {"timeout": 1}
+        finally:
+            pool.close()
+
+    _run(body)
