@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from fastdistill.plan import PipelinePlan, PlanError
 from services.sql_eval import SqlEvalStep, normalise_rows, result_signature
 from services.sql_eval.worker import Limits, Sandbox
+from shared.pipeline import PipelineSpec
 from tests.services.shop_db import copy_shop_db, sha256_of
 
 
@@ -345,3 +347,27 @@ def test_sql_longer_than_the_limit_is_refused_before_any_worker(step: SqlEvalSte
     out = _eval(step, "SELECT 1" + " " * 100_000)
     assert out["exec_error"] == "sql length: more than 100000 bytes"
     assert step._pool is None
+
+
+def test_a_pipeline_naming_a_missing_database_does_not_load(tmp_path: Path) -> None:
+    # Found when the plan is built (produce, serve, replay), one line naming the file: before,
+    # every row was dead-lettered and the run rejected.
+    absent = tmp_path / "absent.sqlite"
+    spec = PipelineSpec(
+        name="missing-db",
+        steps=[
+            {"id": "sql_eval", "step": "sql_eval", "params": {"db_path": str(absent)}},
+            {
+                "id": "per_row",
+                "step": "sql_eval",
+                "params": {"db_field": "db_id", "db_dir": str(tmp_path / "no")},
+            },
+        ],
+    )
+    with pytest.raises(PlanError) as info:
+        PipelinePlan.build(spec)
+    problems = info.value.problems
+    assert any(
+        p.startswith("step 'sql_eval' (sql_eval): sql_eval: database ") and str(absent) in p for p in problems
+    )
+    assert any(p.startswith("step 'per_row' (sql_eval): sql_eval: database folder ") for p in problems)
