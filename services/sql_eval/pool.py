@@ -480,6 +480,8 @@ class WorkerPool:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
+        for task in self._tasks:
+            task.cancel()  # workers still starting
         waiting = [job for w in self._workers for job in w.queue] + list(self._backlog)
         for worker in list(self._workers):
             self._drop(worker)

@@ -143,6 +143,9 @@ class SqlEvalStep(AsyncStep[SqlEvalParams]):
             self._pool.close()
             self._pool = None
         if self._own_loop is not None:
+            if not _in_event_loop():
+                # Lets what close() cancelled (a worker still starting) finish on its own loop.
+                self._own_loop.run_until_complete(asyncio.sleep(0))
             self._own_loop.close()
             self._own_loop = None
 
@@ -263,6 +266,14 @@ def _answer_without_worker(sql: str | None) -> Answer | None:
     if len(sql) > MAX_SQL_BYTES:
         return Answer(None, SQL_LENGTH_VERDICT)
     return None
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _text(row: Row, field: str) -> str | None:
