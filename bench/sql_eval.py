@@ -1,6 +1,6 @@
 """sql_eval before and after the worker pool: rows/s and CPU per row on the example database.
 
-    python -m bench.sql_eval [--ref 92f186a] [--rows 2000] [--repeats 5]
+    python -m bench.sql_eval [--ref d4cd965] [--rows 2000] [--repeats 5]
 
 "before" is `services/sql_eval/step.py` at `--ref` (in-process SQLite, a synchronous step, called
 row after row as the runtime calls one); "after" is the working tree's step, its rows awaited
@@ -121,7 +121,7 @@ def after(data: list[dict[str, Any]], workers: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--ref", default="92f186a", help="git ref of the in-process sql_eval")
+    parser.add_argument("--ref", default="d4cd965", help="git ref of the in-process sql_eval")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
