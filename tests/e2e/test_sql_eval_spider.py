@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from fastdistill.dev.teacher_sim.answers import AnswerBook
 from fastdistill.dev.teacher_sim.server import SimConfig
@@ -108,7 +107,7 @@ def _pipeline(folder: Path, db_dir: Path) -> Path:
         "gates": {"min_total": 1},
     }
     path = folder / "pipeline.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(json.dumps(raw, indent=2))  # JSON is YAML
     return path
 
 
@@ -124,7 +123,7 @@ def _compute(spec: PipelineSpec, seeds_path: Path) -> Computed:
     plan = PipelinePlan.build(spec)
     model = plan.seed_model()
     book = AnswerBook.load(seeds_path)
-    sim = SimConfig(seeds_path=seeds_path)
+    sim = SimConfig.model_validate({"seeds_path": seeds_path})
     lines = seeds_path.read_text(encoding="utf-8").splitlines()
     rows = [
         {"source_index": i, **model.model_validate(json.loads(line)).model_dump()}
@@ -144,8 +143,7 @@ def _compute(spec: PipelineSpec, seeds_path: Path) -> Computed:
                 except Exception as exc:
                     computed.dead[row["source_index"]] = (step_id, type(exc).__name__, str(exc))
                     continue
-                if result is not None:
-                    out.append(result)
+                out += result if isinstance(result, list) else [] if result is None else [result]
             rows = out
     finally:
         for step in plan.steps.values():

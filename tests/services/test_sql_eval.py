@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from fastdistill.plan import PipelinePlan, PlanError
-from services.sql_eval import SqlEvalStep, normalise_rows, result_signature
+from services.sql_eval import SqlEvalParams, SqlEvalStep, normalise_rows, result_signature
 from services.sql_eval.worker import Limits, Sandbox
 from shared.pipeline import PipelineSpec
 from tests.services.shop_db import copy_shop_db, sha256_of
@@ -202,13 +202,13 @@ def test_open_checks_a_worker_starts_under_the_limits(db: Path) -> None:
 def test_invalid_params(db: Path, params: dict[str, object]) -> None:
     resolved = {k: v.format(db=db) if isinstance(v, str) else v for k, v in params.items()}
     with pytest.raises(ValidationError):
-        SqlEvalStep(**resolved)
+        SqlEvalParams.model_validate(resolved)
 
 
 def test_wall_limit_defaults_above_the_time_budget(db: Path) -> None:
-    assert SqlEvalStep(db_path=str(db)).params.wall_ms == 10_000  # type: ignore[attr-defined]
-    assert SqlEvalStep(db_path=str(db), time_budget_ms=30_000).params.wall_ms == 60_000  # type: ignore[attr-defined]
-    assert SqlEvalStep(db_path=str(db), time_budget_ms=500).params.wall_ms == 2500  # type: ignore[attr-defined]
+    assert SqlEvalStep(db_path=str(db)).params.wall_ms == 10_000
+    assert SqlEvalStep(db_path=str(db), time_budget_ms=30_000).params.wall_ms == 60_000
+    assert SqlEvalStep(db_path=str(db), time_budget_ms=500).params.wall_ms == 2500
 
 
 def test_path_with_uri_characters(tmp_path: Path) -> None:
@@ -353,16 +353,18 @@ def test_a_pipeline_naming_a_missing_database_does_not_load(tmp_path: Path) -> N
     # Found when the plan is built (produce, serve, replay), one line naming the file: before,
     # every row was dead-lettered and the run rejected.
     absent = tmp_path / "absent.sqlite"
-    spec = PipelineSpec(
-        name="missing-db",
-        steps=[
-            {"id": "sql_eval", "step": "sql_eval", "params": {"db_path": str(absent)}},
-            {
-                "id": "per_row",
-                "step": "sql_eval",
-                "params": {"db_field": "db_id", "db_dir": str(tmp_path / "no")},
-            },
-        ],
+    spec = PipelineSpec.model_validate(
+        {
+            "name": "missing-db",
+            "steps": [
+                {"id": "sql_eval", "step": "sql_eval", "params": {"db_path": str(absent)}},
+                {
+                    "id": "per_row",
+                    "step": "sql_eval",
+                    "params": {"db_field": "db_id", "db_dir": str(tmp_path / "no")},
+                },
+            ],
+        }
     )
     with pytest.raises(PlanError) as info:
         PipelinePlan.build(spec)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.sql_eval import SqlEvalStep, result_signature
+from services.sql_eval import SqlEvalParams, SqlEvalStep, result_signature
 from services.sql_eval.databases import DatabaseFolder
 from tests.services.shop_db import copy_shop_db, sha256_of
 from tests.services.spider_dbs import QUESTIONS, build_databases, seeds
@@ -191,7 +191,7 @@ def test_exactly_one_database_source(folder: Path, tmp_path: Path) -> None:
         {},
     ):
         with pytest.raises(ValidationError, match="db_path"):
-            SqlEvalStep(**params)
+            SqlEvalParams.model_validate(params)
 
 
 def test_missing_folder_is_an_error_when_built(tmp_path: Path) -> None:

@@ -275,7 +275,8 @@ def test_large_sort_stays_in_memory(db: Path) -> None:
     )
     local = SqlEvalStep(db_path=str(db), max_vm_steps=10**9, time_budget_ms=60_000)
     out = local.process_row({"source_index": 0, "sql": sql})
-    assert out is not None and (out["exec_pass"], out["exec_error"]) == (True, None), out["exec_error"]
+    assert isinstance(out, dict)
+    assert (out["exec_pass"], out["exec_error"]) == (True, None), out["exec_error"]
     local.close()
 
 
