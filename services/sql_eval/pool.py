@@ -390,6 +390,9 @@ class WorkerPool:
         if "crash" in frame:
             self._on_death(worker, f"worker error {frame['crash']}")
             return
+        if not worker.queue:
+            self._on_death(worker, "protocol error (an answer to no query)")
+            return
         job = worker.answered()
         self._note_rss(frame.get("rss_kb"))
         if not job.future.done():
