@@ -14,10 +14,14 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from services.sql_eval.databases import DB_ID_PATTERN
+
 MAX_CHARS = 20_000
 
 Text = Annotated[str, StringConstraints(max_length=MAX_CHARS)]
 NonEmptyText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_CHARS)]
+#: The database a seed's SQL runs against (Spider/BIRD `db_id`); a file name, so safe characters only.
+DbId = Annotated[str, StringConstraints(pattern=DB_ID_PATTERN)]
 
 
 def _reject_nul(value: Any) -> Any:
@@ -47,6 +51,7 @@ with warnings.catch_warnings():
         gold_sql: Text | None = None
         decode_profile: DecodeProfile | None = None
         system_prompt: Text | None = None
+        db_id: DbId | None = None
 
         _no_nul = field_validator("task_id", "schema", "instruction", "gold_sql", "system_prompt")(
             _reject_nul

@@ -1,5 +1,7 @@
-"""sql_eval: run the teacher's SQL (hostile input) against a read-only SQLite database."""
+"""sql_eval: run the teacher's SQL and the gold SQL (hostile input) in sandboxed worker processes."""
 
-from services.sql_eval.step import SqlEvalParams, SqlEvalStep, normalise_rows, result_signature
+from services.sql_eval.pool import PoisonQuery
+from services.sql_eval.step import SqlEvalParams, SqlEvalStep
+from services.sql_eval.worker import normalise_rows, result_signature
 
-__all__ = ["SqlEvalParams", "SqlEvalStep", "normalise_rows", "result_signature"]
+__all__ = ["PoisonQuery", "SqlEvalParams", "SqlEvalStep", "normalise_rows", "result_signature"]

@@ -1,117 +1,43 @@
-"""sql_eval: run the teacher's SQL against a read-only SQLite database and compare with gold.
+"""sql_eval: run the teacher's SQL and the gold SQL against a read-only SQLite database, compare.
 
-The teacher's SQL is hostile input. Defences, each covering what the others miss:
-- the file is opened `mode=ro` and `query_only` is set, so the engine refuses writes;
-- an authorizer allows only reading (SELECT, column reads, functions, recursive CTEs), which
-  also stops ATTACH (and `VACUUM INTO`, which would write a file even from a read-only
-  connection), PRAGMA, transactions and every DDL/DML statement at prepare time, and
-  denies the functions that touch the file system or load code;
-- a progress handler interrupts a query once its work budget (SQLite VM steps) or, as a
-  backstop, its time budget is spent (runaway recursive CTEs, cross joins); the work budget
-  bites first on any sane machine, so whether a query finishes does not depend on the load;
-- SQLite's own limits cap string/blob sizes (1 MB) and columns so a single function call or
-  row cannot allocate gigabytes between two progress checks;
-- rows are fetched one at a time and the result stops at `max_rows` rows or
-  `max_result_bytes` of values, so a result never holds more than that in memory;
-- a statement that yields no result set (a comment, an empty statement) is no answer.
+Both queries are hostile input. They run in a pool of worker processes under limits the OS
+enforces (`pool.py`, `worker.py`; every limit and verdict is in docs/sql_eval.md), so the step is
+asynchronous: the service's event loop awaits an answer and never runs SQL itself.
 
-Gold results are cached as signatures only (bounded memory), and only when they ran: a gold
-query interrupted on a busy machine, or failing, is run again for the next row that needs it.
+Per row:
+- `exec_pass` / `exec_error` / `result_signature`: the teacher's SQL ran (the signature is the
+  SHA-256 of its normalised rows) or the short reason it did not;
+- `gold_error`: the gold SQL did not run (its own outcome, not the teacher's fault), null when it
+  ran or there is none; `gold_match`: null without gold or with a gold error, false when the
+  teacher's SQL failed, else whether both normalised results are equal;
+- a query that killed a worker twice raises `PoisonQuery`: a row error the runtime dead-letters.
+
+Gold verdicts, good and failed, are cached by the SHA-256 of (database, gold SQL) in a bounded LRU,
+so a broken gold costs one run, not one per row; rows waiting for the same gold share its run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-import json
-import sqlite3
-import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from shared.step import Row, Step, StepParams
+from services.sql_eval.databases import DatabaseFolder, database_file
+from services.sql_eval.pool import Answer, PoisonQuery, WorkerPool, check_worker
+from services.sql_eval.worker import MAX_SQL_BYTES, SQL_LENGTH_VERDICT, Limits
+from shared.step import AsyncStep, Row, StepContext, StepParams, operational
 
-_ALLOWED_ACTIONS = frozenset(
-    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
-)
-_DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
-#: VM instructions between two looks at the budgets: cheap, and well under a millisecond apart.
-_PROGRESS_EVERY = 1000
-#: Longest string or blob a query may build (SQLite's default is 1 GB).
-_MAX_VALUE_BYTES = 1_000_000
-#: Widest result row: with the value cap, bounds what one fetched row can hold (SQLite allows 2000).
-_MAX_COLUMNS = 64
-_MAX_SQL_BYTES = 100_000
-_MAX_ERROR_CHARS = 200
-_GOLD_CACHE_SIZE = 10_000
-_FLOAT_DIGITS = 6
-
-
-def _authorize(action: int, arg1: str | None, arg2: str | None, _db: str | None, _trigger: str | None) -> int:
-    if action not in _ALLOWED_ACTIONS:
-        return sqlite3.SQLITE_DENY
-    # For SQLITE_FUNCTION the function's name is the second argument.
-    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in _DENIED_FUNCTIONS:
-        return sqlite3.SQLITE_DENY
-    return sqlite3.SQLITE_OK
-
-
-def _normalise_value(value: Any) -> Any:
-    if isinstance(value, float):
-        value = round(value, _FLOAT_DIGITS)
-        # 2.0 from AVG and 2 from COUNT are the same answer; also folds -0.0 into 0.
-        return int(value) if value.is_integer() else value
-    if isinstance(value, bytes):
-        # A list cannot collide with any scalar a column yields.
-        return ["blob", value.hex()]
-    return value
-
-
-def _row_json(row: list[Any]) -> str:
-    return json.dumps(row, ensure_ascii=True, separators=(",", ":"))
-
-
-def normalise_rows(rows: list[tuple[Any, ...]], order_insensitive: bool) -> list[list[Any]]:
-    normalised = [[_normalise_value(v) for v in row] for row in rows]
-    if order_insensitive:
-        # Rows mix types (NULL, int, text), so sort on their JSON form, which always compares.
-        normalised.sort(key=_row_json)
-    return normalised
-
-
-def result_signature(rows: list[list[Any]]) -> str:
-    blob = json.dumps(rows, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
-
-
-def _value_bytes(value: Any) -> int:
-    # What a value costs once fetched, roughly: numbers and NULL count a machine word.
-    return len(value) if isinstance(value, str | bytes) else 8
-
-
-@dataclass(frozen=True)
-class Outcome:
-    rows: list[list[Any]] | None
-    error: str | None
-
-    @property
-    def signature(self) -> str | None:
-        return None if self.rows is None else result_signature(self.rows)
-
-
-@dataclass(frozen=True)
-class GoldResult:
-    """What the cache keeps of a gold query that ran: the signature of its normalised rows."""
-
-    signature: str
+GOLD_CACHE_SIZE = 10_000
 
 
 class SqlEvalParams(StepParams):
-    db_path: str
+    db_path: str | None = Field(None, description="the one database of every row")
+    db_field: str | None = Field(None, description="row column naming the row's database (e.g. db_id)")
+    db_dir: str | None = Field(None, description="folder of <name>.sqlite or <name>/<name>.sqlite files")
     sql_field: str = "sql"
     gold_field: str = "gold_sql"
     order_insensitive: bool = True
@@ -123,153 +49,231 @@ class SqlEvalParams(StepParams):
         description="work budget per query in SQLite VM steps (~0.2-0.5 s here); deterministic, unlike time",
     )
     time_budget_ms: int = Field(
-        5000, gt=0, description="backstop for a machine too loaded to reach max_vm_steps"
+        5000, gt=0, description="backstop in the worker for a machine too loaded to reach max_vm_steps"
     )
+    wall_limit_ms: int | None = Field(
+        None,
+        gt=0,
+        description="a worker with no answer by then is killed (verdict `timeout`); "
+        "default max(2 x time_budget_ms, time_budget_ms + 2000)",
+    )
+    memory_limit_mb: int = Field(512, ge=64, description="address space of a worker (RLIMIT_AS)")
+    heap_limit_mb: int = Field(256, ge=8, description="SQLite hard_heap_limit of a worker")
+    # How many queries run at once, never what they answer: out of the signature.
+    workers: int = operational(2, ge=1, le=64, description="worker processes, i.e. queries at once")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SqlEvalParams:
+        per_row = (self.db_field, self.db_dir)
+        if self.db_path is not None and any(v is not None for v in per_row):
+            raise ValueError("set either db_path or db_field with db_dir, not both")
+        if self.db_path is None and any(v is None for v in per_row):
+            raise ValueError("set db_path, or both db_field and db_dir")
+        if self.heap_limit_mb > self.memory_limit_mb - 64:
+            raise ValueError("heap_limit_mb must leave 64 MiB of memory_limit_mb to the interpreter")
+        if self.wall_limit_ms is not None and self.wall_limit_ms <= self.time_budget_ms:
+            raise ValueError("wall_limit_ms must exceed time_budget_ms (the worker's verdict comes first)")
+        return self
+
+    @property
+    def wall_ms(self) -> int:
+        if self.wall_limit_ms is not None:
+            return self.wall_limit_ms
+        return max(2 * self.time_budget_ms, self.time_budget_ms + 2000)
+
+    def limits(self) -> Limits:
+        return Limits(
+            max_rows=self.max_rows,
+            max_result_bytes=self.max_result_bytes,
+            max_vm_steps=self.max_vm_steps,
+            time_budget_ms=self.time_budget_ms,
+            memory_limit_mb=self.memory_limit_mb,
+            heap_limit_mb=self.heap_limit_mb,
+            order_insensitive=self.order_insensitive,
+        )
 
 
-class SqlEvalStep(Step[SqlEvalParams]):
+@dataclass(frozen=True)
+class GoldResult:
+    """What the cache keeps of a gold query: its signature, its error, or why it is a poison."""
+
+    signature: str | None
+    error: str | None
+    poison: str | None = None
+
+
+class SqlEvalStep(AsyncStep[SqlEvalParams]):
     name: ClassVar[str] = "sql_eval"
-    outputs: ClassVar[tuple[str, ...]] = ("exec_pass", "exec_error", "result_signature", "gold_match")
+    outputs: ClassVar[tuple[str, ...]] = (
+        "exec_pass",
+        "exec_error",
+        "result_signature",
+        "gold_match",
+        "gold_error",
+    )
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
-        self._conn: sqlite3.Connection | None = None
-        # One connection, one query at a time; the budgets are per query.
-        self._lock = threading.Lock()
-        self._deadline = 0.0
-        self._steps_left = 0
-        self._interrupted_by = ""
-        self._gold: OrderedDict[str, GoldResult] = OrderedDict()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    # -- connection ------------------------------------------------------------------------------
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self._conn = self._open()
-        return self._conn
-
-    def _open(self) -> sqlite3.Connection:
-        path = Path(self.params.db_path)
-        if not path.is_file():
-            # sqlite would report only "unable to open database file", once per row.
-            raise FileNotFoundError(f"sql_eval: database {path} does not exist")
-        # as_uri() percent-encodes, so a '?' or '#' in the path cannot inject URI parameters.
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-        )
-        if hasattr(conn, "enable_load_extension"):
-            conn.enable_load_extension(False)
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute("PRAGMA trusted_schema = OFF")
-        conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, _MAX_VALUE_BYTES)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_COLUMN, _MAX_COLUMNS)
-        conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, _MAX_SQL_BYTES)
-        conn.set_authorizer(_authorize)
-        conn.set_progress_handler(self._over_budget, _PROGRESS_EVERY)
-        return conn
-
-    def _over_budget(self) -> int:
-        self._steps_left -= _PROGRESS_EVERY
-        if self._steps_left < 0:
-            self._interrupted_by = f"work budget {self.params.max_vm_steps} VM steps"
-        elif time.monotonic() > self._deadline:
-            self._interrupted_by = f"time budget {self.params.time_budget_ms} ms"
-        else:
-            return 0
-        return 1
-
-    # -- queries ---------------------------------------------------------------------------------
-    def run(self, sql: str | None) -> Outcome:
-        """Rows of `sql` normalised, or a short error; never raises for anything the SQL does."""
-        if sql is None or not sql.strip():
-            return Outcome(None, "empty sql")
         p = self.params
-        with self._lock:
-            conn = self._connection()
-            cursor = conn.cursor()
-            self._deadline = time.monotonic() + p.time_budget_ms / 1000
-            self._steps_left = p.max_vm_steps
-            try:
-                cursor.execute(sql)
-                if cursor.description is None:
-                    # Only comments or an empty statement: nothing ran that could answer.
-                    return Outcome(None, "not a query")
-                rows, error = self._fetch(cursor)
-            except (sqlite3.Error, sqlite3.Warning, ValueError, OverflowError) as exc:
-                # ValueError: a NUL character in the SQL; OverflowError: an out-of-range integer.
-                return Outcome(None, self._describe(exc))
-            finally:
-                cursor.close()
-        if error is not None:
-            return Outcome(None, error)
-        return Outcome(normalise_rows(rows, p.order_insensitive), None)
-
-    def _fetch(self, cursor: sqlite3.Cursor) -> tuple[list[tuple[Any, ...]], str | None]:
-        """Rows one at a time, stopping at the first past a cap: memory stays near the caps."""
-        p = self.params
-        rows: list[tuple[Any, ...]] = []
-        size = 0
-        for row in cursor:
-            if len(rows) == p.max_rows:
-                return rows, f"row limit exceeded (> {p.max_rows} rows)"
-            size += sum(map(_value_bytes, row))
-            if size > p.max_result_bytes:
-                return rows, f"result too large (> {p.max_result_bytes} bytes)"
-            rows.append(row)
-        return rows, None
-
-    def _describe(self, exc: BaseException) -> str:
-        """A short error; one label per kind of refusal keeps the quality report's counts readable."""
-        message = str(exc)
-        if message == "interrupted":
-            return f"interrupted: {self._interrupted_by}"
-        if message.startswith(("not authorized", "authorization denied")):
-            return "not authorized"
-        if "one statement at a time" in message:
-            return "more than one statement"
-        message = message or type(exc).__name__
-        return message if len(message) <= _MAX_ERROR_CHARS else message[: _MAX_ERROR_CHARS - 1] + "…"
-
-    def gold(self, sql: str) -> GoldResult | None:
-        """The gold query's result, None if it did not run (never cached: it may run next time)."""
-        cached = self._gold.get(sql)
-        if cached is not None:
-            self._gold.move_to_end(sql)
-            return cached
-        signature = self.run(sql).signature
-        if signature is None:
-            return None
-        cached = self._gold[sql] = GoldResult(signature)
-        if len(self._gold) > _GOLD_CACHE_SIZE:
-            self._gold.popitem(last=False)
-        return cached
+        # Checked here, when the pipeline is built: a missing file is one clear error at start,
+        # not a dead letter per row.
+        self._db_path = None if p.db_path is None else str(database_file(p.db_path))
+        self._folder = None if p.db_dir is None else DatabaseFolder(p.db_dir)
+        self._pool: WorkerPool | None = None
+        #: The loop of `process_row` (blocking callers); the runtime's rows run on its own loop.
+        self._own_loop: asyncio.AbstractEventLoop | None = None
+        self._gold: OrderedDict[bytes, GoldResult] = OrderedDict()
+        self._gold_running: dict[bytes, asyncio.Future[GoldResult]] = {}
 
     def reads(self) -> set[str]:
-        return {self.params.sql_field}
+        # The gold column is optional (no gold, no gold_match); the database column is not.
+        return {self.params.sql_field} | ({self.params.db_field} if self.params.db_field else set())
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def open(self, ctx: StepContext) -> None:
+        """Start one worker under the configured limits (blocking, once) and, with a fixed
+        database, read its schema there: limits too small or a file that is not SQLite stop the
+        service at start with one clear error instead of failing every row."""
+        answer = check_worker(self.params.limits(), self._db_path)
+        if answer is not None and answer.error is not None:
+            raise ValueError(f"sql_eval: {self._db_path} is not a usable SQLite database: {answer.error}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+        if self._own_loop is not None:
+            if not _in_event_loop():
+                # Lets what close() cancelled (a worker still starting) finish on its own loop.
+                self._own_loop.run_until_complete(asyncio.sleep(0))
+            self._own_loop.close()
+            self._own_loop = None
+
+    def pool(self) -> WorkerPool:
+        """The worker pool of the running event loop, started on first use (building a pipeline
+        plan starts no process); a pool from another loop is closed first."""
+        loop = asyncio.get_running_loop()
+        if self._pool is not None and self._pool.loop is not loop:
+            self._pool.close()
+            self._pool = None
+            self._gold_running.clear()
+        if self._pool is None:
+            p = self.params
+            self._pool = WorkerPool(p.limits(), p.workers, p.wall_ms)
+        return self._pool
+
+    # -- rows ------------------------------------------------------------------------------------
+    async def process_row_async(self, row: Row) -> Row | None:
+        db, sql, gold_sql = self._inputs(row)
+        predicted = _answer_without_worker(sql)
+        if predicted is None:
+            assert sql is not None  # a None or blank one was answered without a worker
+            try:
+                predicted = await self.pool().run(db, sql)
+            except PoisonQuery as exc:
+                raise self._poison(self.params.sql_field, exc) from None
+        gold = None if gold_sql is None else await self._gold_async(db, gold_sql)
+        return self._verdict(row, predicted, gold)
 
     def process_row(self, row: Row) -> Row | None:
+        """Blocking equivalent of `process_row_async` for callers without a running event loop
+        (tests, in-process computations); the runtime awaits the asynchronous one."""
+        if self._own_loop is None:
+            self._own_loop = asyncio.new_event_loop()
+        return self._own_loop.run_until_complete(self.process_row_async(row))
+
+    def _inputs(self, row: Row) -> tuple[str, str | None, str | None]:
+        """(database file, teacher SQL, gold SQL or None when blank); raises for a bad row."""
         p = self.params
-        predicted = self.run(_text(row, p.sql_field))
-        signature = predicted.signature
+        if self._folder is not None:
+            assert p.db_field is not None
+            db = str(self._folder.path(row.get(p.db_field)))
+        else:
+            assert self._db_path is not None
+            db = self._db_path
         gold_sql = _text(row, p.gold_field)
+        return db, _text(row, p.sql_field), gold_sql if gold_sql is not None and gold_sql.strip() else None
+
+    def _verdict(self, row: Row, predicted: Answer, gold: GoldResult | None) -> Row:
+        if gold is not None and gold.poison is not None:
+            raise PoisonQuery(gold.poison)
+        signature = predicted.signature
         gold_match: bool | None = None
-        if gold_sql and gold_sql.strip():
+        if gold is not None and gold.error is None:
             # Equal signatures are equal normalised rows (SHA-256 of their canonical JSON).
-            gold = self.gold(gold_sql) if signature is not None else None
-            gold_match = gold is not None and gold.signature == signature
+            gold_match = signature is not None and signature == gold.signature
         return {
             **row,
             "exec_pass": signature is not None,
             "exec_error": predicted.error,
             "result_signature": signature,
             "gold_match": gold_match,
+            "gold_error": None if gold is None else gold.error,
         }
+
+    @staticmethod
+    def _poison(field: str, exc: PoisonQuery) -> PoisonQuery:
+        return PoisonQuery(f"sql_eval: the SQL in {field!r}: {exc}")
+
+    # -- gold ------------------------------------------------------------------------------------
+    async def _gold_async(self, db: str, sql: str) -> GoldResult:
+        key = _gold_key(db, sql)
+        cached = self._cached_gold(key)
+        if cached is not None:
+            return cached
+        running = self._gold_running.get(key)
+        if running is None:
+            running = self._gold_running[key] = asyncio.ensure_future(self._run_gold(key, db, sql))
+            running.add_done_callback(lambda _: self._gold_running.pop(key, None))
+        # Shielded: a row cancelled while waiting must not cancel the run other rows wait for.
+        return await asyncio.shield(running)
+
+    async def _run_gold(self, key: bytes, db: str, sql: str) -> GoldResult:
+        outcome: Answer | PoisonQuery
+        try:
+            outcome = _answer_without_worker(sql) or await self.pool().run(db, sql)
+        except PoisonQuery as exc:
+            outcome = exc
+        return self._store_gold(key, outcome)
+
+    def _cached_gold(self, key: bytes) -> GoldResult | None:
+        cached = self._gold.get(key)
+        if cached is not None:
+            self._gold.move_to_end(key)
+        return cached
+
+    def _store_gold(self, key: bytes, outcome: Answer | PoisonQuery) -> GoldResult:
+        if isinstance(outcome, PoisonQuery):
+            # Cached too: the next row with this gold is dead-lettered without killing a worker.
+            result = GoldResult(None, None, str(self._poison(self.params.gold_field, outcome)))
+        else:
+            result = GoldResult(outcome.signature, outcome.error)
+        self._gold[key] = result
+        if len(self._gold) > GOLD_CACHE_SIZE:
+            self._gold.popitem(last=False)
+        return result
+
+
+def _gold_key(db: str, sql: str) -> bytes:
+    # A digest, not the text: 10,000 gold queries of up to 100 KB each would not be bounded memory.
+    return hashlib.sha256(f"{db}\x00{sql}".encode("utf-8", "surrogatepass")).digest()
+
+
+def _answer_without_worker(sql: str | None) -> Answer | None:
+    """The verdict of SQL that needs no worker, None for SQL to run."""
+    if sql is None or not sql.strip():
+        return Answer(None, "empty sql")
+    if len(sql) > MAX_SQL_BYTES:
+        return Answer(None, SQL_LENGTH_VERDICT)
+    return None
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _text(row: Row, field: str) -> str | None:

@@ -17,6 +17,7 @@ ROW = st.fixed_dictionaries(
         "teacher_score": st.one_of(st.none(), st.sampled_from([0.0, 0.5, 1.0]), st.floats(0, 1)),
         "reject_reason": st.sampled_from(["ok", "too_short", "empty_output"]),
         "exec_error": st.one_of(st.none(), st.sampled_from(["", "no such table: t", "syntax error"])),
+        "gold_error": st.one_of(st.none(), st.sampled_from(["", "timeout: no answer in 10000 ms"])),
     },
 )
 
@@ -40,26 +41,31 @@ def test_hand_computed_report() -> None:
         },
         {"keep": True, "exec_pass": True, "gold_match": None, "teacher_score": 0.5, "reject_reason": "ok"},
         {"exec_pass": None, "teacher_score": None},  # no keep: counts as kept
+        # A broken gold: not a gold evaluation, its own count.
+        {"keep": False, "exec_pass": True, "gold_match": None, "gold_error": "no such table: y"},
     ]
     report = _agg(rows).report("r", "keep_by_score")
     assert report == {
         "run_id": "r",
         "stage": "keep_by_score",
-        "total": 4,
+        "total": 5,
         "kept": 3,
-        "rejected": 1,
-        "p_keep": 0.75,
-        "exec_evaluated": 3,
-        "exec_passed": 2,
-        "exec_pass_rate": 2 / 3,
+        "rejected": 2,
+        "p_keep": 0.6,
+        "exec_evaluated": 4,
+        "exec_passed": 3,
+        "exec_pass_rate": 3 / 4,
         "gold_evaluated": 2,
         "gold_matched": 1,
         "gold_match_rate": 0.5,
+        "gold_errored": 1,
+        "gold_error_rate": 1 / 3,
         "teacher_score_min": 0.0,
         "teacher_score_max": 1.0,
         "teacher_score_mean": 0.5,
         "reject_reasons": {"ok": 2, "too_short": 1},
         "exec_errors": {"no such table: x": 1},
+        "gold_errors": {"no such table: y": 1},
     }
     assert set(QUALITY_METRICS) <= set(report)
 
@@ -70,6 +76,20 @@ def test_stage_without_columns_reports_none_rates() -> None:
     assert metrics["exec_pass_rate"] is None and metrics["gold_match_rate"] is None
     assert metrics["teacher_score_mean"] is None
     assert QualityAgg().metrics()["p_keep"] is None
+
+
+def test_gold_error_rate_is_none_without_gold() -> None:
+    metrics = _agg([{"exec_pass": True, "gold_match": None}]).metrics()
+    assert metrics["gold_errored"] == 0 and metrics["gold_error_rate"] is None
+
+
+def test_snapshot_from_before_gold_errors_restores() -> None:
+    # A coordinator's stored aggregate written before the gold error counts existed.
+    old = _agg([{"exec_pass": True, "gold_match": True}]).to_json()
+    del old["gold_errored"], old["gold_errors"]
+    restored = QualityAgg.from_json(old)
+    assert restored.gold_errored == 0 and restored.gold_errors == {}
+    assert restored.metrics()["gold_matched"] == 1
 
 
 def test_long_error_texts_are_truncated() -> None:

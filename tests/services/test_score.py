@@ -16,6 +16,20 @@ def test_scores(exec_pass: bool, gold_match: bool | None, score: float) -> None:
     assert out is not None and out["teacher_score"] == score
 
 
+@pytest.mark.parametrize("exec_pass", [True, False])
+def test_broken_gold_scores_zero_and_keeps_its_reason(exec_pass: bool) -> None:
+    row = {"source_index": 0, "exec_pass": exec_pass, "gold_match": None, "gold_error": "no such table: t"}
+    out = ScoreStep().process_row(row)
+    assert out is not None and out["teacher_score"] == 0.0
+    assert out["gold_error"] == "no such table: t"
+
+
+def test_no_gold_error_scores_as_before() -> None:
+    row = {"source_index": 0, "exec_pass": True, "gold_match": True, "gold_error": None}
+    out = ScoreStep().process_row(row)
+    assert out is not None and out["teacher_score"] == 1.0
+
+
 def test_missing_fields_score_zero() -> None:
     out = ScoreStep().process_row({"source_index": 0})
     assert out is not None and out["teacher_score"] == 0.0

@@ -22,6 +22,7 @@ GOOD: dict[str, Any] = {
     "gold_sql": "SELECT name FROM users ORDER BY id;",
     "decode_profile": {"temperature": 0.2, "max_tokens": 128},
     "system_prompt": "Return SQL only.",
+    "db_id": None,
 }
 
 
@@ -42,13 +43,22 @@ def test_full_seed_round_trips_through_avro() -> None:
 def test_minimal_seed_round_trips_through_avro() -> None:
     minimal = {"task_id": "t", "schema": "", "instruction": "q"}
     dumped = Seed.model_validate(minimal).model_dump()
-    assert dumped == {**minimal, "gold_sql": None, "decode_profile": None, "system_prompt": None}
+    nulls = {"gold_sql": None, "decode_profile": None, "system_prompt": None, "db_id": None}
+    assert dumped == {**minimal, **nulls}
     assert _avro_round_trip(dumped) == dumped
 
 
 def test_avro_field_order() -> None:
     names = [f["name"] for f in load_avsc("rows/seed.avsc")["fields"]]
-    assert names == ["task_id", "schema", "instruction", "gold_sql", "decode_profile", "system_prompt"]
+    assert names == [
+        "task_id",
+        "schema",
+        "instruction",
+        "gold_sql",
+        "decode_profile",
+        "system_prompt",
+        "db_id",
+    ]
     assert names == list(Seed.model_fields)
 
 
@@ -82,12 +92,27 @@ def test_no_shadowing_warning_on_import() -> None:
         ({"decode_profile": {"temperature": 0.2}}, "decode_profile.max_tokens"),
         ({"decode_profile": {"temperature": 0.2, "max_tokens": 9, "top_p": 1}}, "decode_profile.top_p"),
         ({"extra": 1}, "extra"),
+        ({"db_id": "../etc"}, "db_id"),
+        ({"db_id": "/abs/path"}, "db_id"),
+        ({"db_id": "a.b"}, "db_id"),
+        ({"db_id": "-x"}, "db_id"),
+        ({"db_id": ""}, "db_id"),
+        ({"db_id": "x" * 129}, "db_id"),
+        ({"db_id": "concert singer"}, "db_id"),
+        ({"db_id": 3}, "db_id"),
     ],
 )
 def test_rejected(change: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as info:
         Seed.model_validate({**GOOD, **change})
     assert where in {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
+
+
+@pytest.mark.parametrize("db_id", ["concert_singer", "car_1", "world-1", "A", "x" * 128])
+def test_spider_style_db_id_accepted(db_id: str) -> None:
+    seed = Seed.model_validate({**GOOD, "db_id": db_id})
+    assert seed.db_id == db_id
+    assert _avro_round_trip(seed.model_dump())["db_id"] == db_id
 
 
 def test_missing_required_field() -> None:
