@@ -44,7 +44,7 @@ from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, MAX_RAW_BYTES, dead_letter
-from shared.runtime.progress import PROGRESS_SCHEMA
+from shared.runtime.progress import PROGRESS_SCHEMA, Progress
 from shared.serde import AvroSerde, UndecodableMessage
 from tests.fuzz.malformed import (
     CSV_COLUMNS,
@@ -103,15 +103,23 @@ class Garbage:
                 plan.schema_name(stage),
                 batch | {"rows": [], "end_of_run": None},
             )
-        progress = {
-            "run_id": "fuzz",
-            "stage": "hash",
-            "producer": "fuzz",
-            "batch_seconds": [0.1],
-            "row_seconds": [],
-        }
-        progress |= {k: 1 for k in ("rows_in", "rows_out", "rows_dropped", "rows_errored", "batches")}
-        progress |= {"partitions_ended": [0], "input_partitions": 4, "first_ms": 1, "last_ms": 2}
+        progress = Progress(
+            "fuzz",
+            "hash",
+            "fuzz",
+            1,
+            1,
+            1,
+            1,
+            0,
+            1,
+            [0.1],
+            [],
+            [0],
+            input_partitions=4,
+            first_ms=1,
+            last_ms=2,
+        ).to_record()
         self.avro[spec.progress_topic] = ("coordinator", PROGRESS_SCHEMA, progress)
         letter = dead_letter(step="fuzz", error_type="E", error_message="m", row={"a": 1})
         self.avro[spec.dlq_topic] = ("coordinator", DEAD_LETTER_SCHEMA, letter)
