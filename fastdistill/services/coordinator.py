@@ -25,6 +25,7 @@ from services.coordinator.run_state import RunState
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients, control
+from shared.kafka.group import GroupMember
 from shared.kafka.state import read_compacted
 from shared.kafka.transactions import TransactionalProducer
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
@@ -78,30 +79,31 @@ class CoordinatorService:
             serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
             watchdog("coordinator", loop_stall(lambda: self.loop.last_turn_at, self.settings.stall_limit_s)),
         ):
-            self.producer = TransactionalProducer(self.kafka, f"{self.group_id}-{self.settings.instance_id}")
-            self.consumer: Consumer = clients.consumer(
-                self.kafka,
-                self.group_id,
-                **{"group.instance.id": f"{self.group_id}-{self.settings.instance_id}"},
-            )
+            member_id = f"{self.group_id}-{self.settings.instance_id}"
+            self.producer = TransactionalProducer(self.kafka, member_id)
+            topics = [
+                *self.stage_of_topic,
+                self.spec.progress_topic,
+                self.spec.dlq_topic,
+                self.spec.control_topic,
+            ]
+            self.group = GroupMember(self.kafka, self.group_id, member_id, topics, self)
             try:
                 self.producer.init()
                 self._restore()
                 self.read_limits()
-                topics = [
-                    *self.stage_of_topic,
-                    self.spec.progress_topic,
-                    self.spec.dlq_topic,
-                    self.spec.control_topic,
-                ]
-                self.partitions = {t: clients.partition_count(self.consumer, t) for t in topics}
-                self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+                self.partitions = {t: clients.partition_count(self.group.consumer, t) for t in topics}
+                self.group.subscribe()
                 await self.loop.run(self._turn, self._commit)
             finally:
-                self.consumer.close()
+                self.group.close()
+
+    @property
+    def consumer(self) -> Consumer:
+        return self.group.consumer
 
     def _turn(self) -> None:
-        for msg in self.consumer.consume(num_messages=500, timeout=0.1):
+        for msg in self.group.consume(500, 0.1):
             self._on_message(msg)
         self._stop_limited()
         self._finish_drained()
@@ -157,19 +159,18 @@ class CoordinatorService:
     def _partitions_by_stage(self) -> dict[str, int]:
         return {stage: self.partitions[self.spec.topic(stage)] for stage in self.spec.stages}
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    # RebalanceListener: the state is re-read on every assignment, committed before a revoke.
+    def on_assigned(self, partitions: list[tuple[str, int]]) -> None:
         self._restore()
 
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def on_revoked(self, partitions: list[tuple[str, int]]) -> None:
         self._commit()
+
+    def on_lost(self, partitions: list[tuple[str, int]]) -> None:
+        """Nothing may be committed; the next assignment re-reads the committed state."""
 
     # -- input ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.fatal():
-                raise KafkaException(err)
-            return
         topic = msg.topic()
         if topic == self.spec.control_topic:
             record = control.parse(msg.value())

@@ -134,7 +134,8 @@ class Pipeline:
             deadline = time.monotonic() + 120
             while ends and time.monotonic() < deadline:
                 for msg in consumer.consume(num_messages=500, timeout=0.5):
-                    fold._on_message(msg)
+                    if msg.error() is None:
+                        fold._on_message(msg)
                 for tp in consumer.position(assignment):
                     if tp.offset >= ends.get((tp.topic, tp.partition), 0):
                         ends.pop((tp.topic, tp.partition), None)
