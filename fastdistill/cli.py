@@ -8,7 +8,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,6 +36,37 @@ console = Console(stderr=True)
 PipelineOpt = Annotated[
     Path | None, typer.Option("--pipeline", "-p", help="pipeline YAML (default: FD_PIPELINE)")
 ]
+
+
+def _load_plan(pipeline: Path | None) -> tuple[Path, PipelineSpec, PipelinePlan]:
+    """The pipeline and its plan, validated as a whole before anything starts; a problem is one
+    line each naming the file (and the step), then exit 2."""
+    import yaml
+    from pydantic import ValidationError
+
+    from fastdistill.plan import PlanError
+
+    path = pipeline or Path(ServiceSettings().pipeline)
+    problems: list[str]
+    try:
+        spec = PipelineSpec.load(path)
+        return path, spec, PipelinePlan.build(spec)
+    except FileNotFoundError:
+        problems = ["no such pipeline file (give --pipeline or set FD_PIPELINE)"]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problems = [f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'pipeline'}: {e['msg']}".replace("Value error, ", "")
+            for e in exc.errors()
+        ]
+    except PlanError as exc:
+        problems = exc.problems
+    for problem in problems:
+        console.print(f"[red]{path}:[/] {problem}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
 
 
 def _spec(pipeline: Path | None) -> PipelineSpec:
@@ -190,8 +221,7 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     """Run one pipeline step (by its id in the YAML) as a Kafka service; also `sink`, `coordinator`."""
     settings = ServiceSettings()
     _logging(settings.log_level)
-    spec = _spec(pipeline)
-    plan = PipelinePlan.build(spec)
+    _, _, plan = _load_plan(pipeline)
     kafka = KafkaSettings()
     serde = plan.serde(RegistrySettings().client())
     if step == "sink":
@@ -221,15 +251,8 @@ def validate(
     without a broker, and show its DAG."""
     from fastdistill.dag_view import mermaid as to_mermaid
     from fastdistill.dag_view import text_tree
-    from fastdistill.plan import PlanError
 
-    try:
-        spec = PipelineSpec.load(pipeline)
-        PipelinePlan.build(spec)
-    except PlanError as exc:
-        for problem in exc.problems:
-            console.print(f"[red]{pipeline}:[/] {problem}", highlight=False)
-        raise typer.Exit(2) from None
+    _, spec, _ = _load_plan(pipeline)
     if mermaid:
         print(to_mermaid(spec), end="")
         return
@@ -402,8 +425,11 @@ def up(
 
     # SIGTERM (a supervisor, `kill`) ends this like Ctrl-C: through the cleanup below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    path = pipeline or Path(ServiceSettings().pipeline)
-    spec = PipelineSpec.load(path)
+    # Everything is checked before a topic is created or a process started.
+    path, spec, _ = _load_plan(pipeline)
+    if seeds is not None and not seeds.is_file():
+        console.print(f"[red]{seeds}:[/] no such seed file")
+        raise typer.Exit(2)
     started_broker: local_broker.BrokerInfo | None = None
     if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
         _require_broker(KafkaSettings())
@@ -417,6 +443,7 @@ def up(
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
     stack = LocalStack(path, workdir)
     prometheus = None
+    result: dict[str, Any] = {}
     try:
         clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
         if "OPENAI_BASE_URL" not in os.environ:
@@ -436,8 +463,18 @@ def up(
             raise RuntimeError(f"services exited: {stack.dead()}")
         run_id = _new_run_id(seeds)
         produce(seeds, path, run_id)
-        result = wait_for_release(spec, run_id, timeout_s, stack)
+        try:
+            result = wait_for_release(spec, run_id, timeout_s, stack)
+        except TimeoutError:
+            console.print(f"[red]run {run_id} did not finish in {timeout_s:g} s[/]; logs in {workdir}/logs")
+            raise typer.Exit(EXIT_STALLED) from None
+        except RuntimeError as exc:
+            console.print(f"[red]{exc}[/]; logs in {workdir}/logs", soft_wrap=True)
+            raise typer.Exit(EXIT_SERVICE_DIED) from None
         console.print_json(data=result)
+        if not result.get("released"):
+            failures = (result.get("gate") or {}).get("failures") or []
+            console.print(f"[red]run {run_id} rejected:[/] {'; '.join(failures) or 'see REJECTED.json'}")
         if not exit_when_done:
             while not stack.dead():
                 time.sleep(1)
@@ -448,7 +485,14 @@ def up(
         if started_broker is not None and not keep_broker:
             local_broker.down(started_broker.port, data_dir=started_broker.data_dir)
             console.print("broker stopped (started by this command; --keep-broker keeps it)")
+    if seeds is not None and not result.get("released"):
+        raise typer.Exit(EXIT_REJECTED)
 
+
+#: `up`'s exit status when its run was rejected by a gate, did not finish in time, or lost a service.
+EXIT_REJECTED = 1
+EXIT_STALLED = 3
+EXIT_SERVICE_DIED = 4
 
 #: How long `produce`, `status` and `up` wait for the broker's first answer before saying it is down.
 BROKER_CHECK_S = 3.0

@@ -98,7 +98,8 @@ class ServiceSettings(BaseSettings):
 
     pipeline: str = "examples/text2sql/pipeline.yaml"
     instance_id: str = Field(default_factory=socket.gethostname)
-    metrics_host: str = "0.0.0.0"
+    #: Loopback unless a deployment says otherwise (compose and k8s set 0.0.0.0 for their scrapers).
+    metrics_host: str = "127.0.0.1"
     metrics_port: int = 9100
     #: How often completed work is committed (one Kafka transaction).
     commit_interval_ms: int = 100

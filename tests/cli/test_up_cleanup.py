@@ -37,6 +37,9 @@ def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(SEEDS.read_text().splitlines(keepends=True)[:30]))
     pipeline = pipeline_copy(tmp_path, gates={})
+    # 30 seeds cannot reach 1,000 rows: this one's run is rejected, and `up` says so by its exit status
+    (tmp_path / "rejecting").mkdir()
+    rejecting = pipeline_copy(tmp_path / "rejecting", gates={"min_total": 1000})
     port = free_port_pair()
     data_dir = cache / "kafka" / f"data-{port}"
     mark = uuid.uuid4().hex
@@ -56,12 +59,12 @@ def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
     def left() -> dict[int, str]:
         return {p.pid: describe(p) for p in marked_processes(mark, PROBE)}
 
-    def up(*options: str) -> dict[int, str]:
+    def up(*options: str, rejected: bool = False) -> dict[int, str]:
         started = time.monotonic()
         done = cli(
             "up",
             "--pipeline",
-            str(pipeline),
+            str(rejecting if rejected else pipeline),
             "--seeds",
             str(seeds),
             "--exit-when-done",
@@ -76,15 +79,20 @@ def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
             *options,
         )
         print(f"up {' '.join(options)}: exit {done.returncode} after {time.monotonic() - started:.1f}s")
-        assert done.returncode == 0, done.stderr[-3000:]
-        assert '"released": true' in done.stdout + done.stderr
+        if rejected:
+            assert done.returncode == 1, done.stderr[-3000:]
+            assert '"released": false' in done.stdout + done.stderr
+            assert "rejected: total " in done.stderr and " < min_total 1000.0000" in done.stderr
+        else:
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert '"released": true' in done.stdout + done.stderr
         return left()
 
     try:
         assert up() == {}
         assert local_broker.pid(port, data_dir) is None
 
-        kept = up("--keep-broker")
+        kept = up("--keep-broker", rejected=True)
         broker = local_broker.pid(port, data_dir)
         assert broker is not None and local_broker.is_running(port, data_dir)
         assert list(kept) == [broker], kept
