@@ -234,7 +234,12 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
 
         asyncio.run(CoordinatorService(plan, serde, kafka, settings).run())
         return
-    service = StepService(plan.steps[step], plan.wiring(step), serde, kafka, settings)
+    try:
+        wiring = plan.wiring(step)
+    except KeyError as exc:
+        console.print(f"[red]{exc.args[0]}[/]")
+        raise typer.Exit(2) from None
+    service = StepService(plan.service_steps(step), wiring, serde, kafka, settings, plan.stage_stats)
     try:
         asyncio.run(service.run())
     except StepFailed as exc:

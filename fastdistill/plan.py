@@ -9,21 +9,23 @@ collected and reported together, one line each, naming the step.
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from services.coordinator.gates import GateConfigError, parse_gates
+from services.coordinator.stage_stats import StageSummary
 from shared.pipeline import SEEDS_STAGE, Condition, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
 from shared.runtime.progress import PROGRESS_SCHEMA
-from shared.runtime.wiring import Input, Wiring
+from shared.runtime.wiring import Input, Member, Wiring
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde
 from shared.step import AsyncStep, Row, Step, build_step
-from shared.topic_schema import batch_schema, row_fields
+from shared.topic_schema import batch_schema, dataset_columns, row_fields
 
 #: Rows in flight for an asynchronous step that sets no concurrency of its own.
 DEFAULT_MAX_IN_FLIGHT = 32
@@ -43,6 +45,12 @@ class PipelinePlan:
     steps: dict[str, Step[Any]]
     #: stage -> the Avro fields of a row on that stage's topic
     fields: dict[str, list[dict[str, Any]]]
+    #: the step ids each service runs, in stage order: one each, or an operator chain
+    chains: list[list[str]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.chains:
+            self.chains = [[step_id] for step_id in self.spec.topological_order()]
 
     @classmethod
     def build(cls, spec: PipelineSpec) -> PipelinePlan:
@@ -85,9 +93,13 @@ class PipelinePlan:
                     problems.append(
                         f"step {step_spec.id!r}: route {step_spec.route!r} does not import: {exc}"
                     )
+        chains: list[list[str]] = []
+        if not problems:
+            chains, chain_problems = chain_groups(spec, steps)
+            problems += chain_problems
         if problems:
             raise PlanError(problems)
-        return cls(spec, steps, fields)
+        return cls(spec, steps, fields, chains)
 
     @staticmethod
     def schema_name(stage: str) -> str:
@@ -104,29 +116,67 @@ class PipelinePlan:
         serde.add(PROGRESS_SCHEMA, load_avsc("envelope/progress.avsc"), f"{spec.progress_topic}-value")
         return serde
 
-    def wiring(self, step_id: str) -> Wiring:
-        spec = self.spec.step(step_id)
+    # -- services ------------------------------------------------------------------------------
+    @property
+    def services(self) -> list[str]:
+        """The step services to run: one per chain, named after its first step."""
+        return [chain[0] for chain in self.chains]
+
+    def chain_of(self, step_id: str) -> list[str]:
+        for chain in self.chains:
+            if step_id in chain:
+                return chain
+        raise KeyError(f"no step {step_id!r} in pipeline {self.spec.name!r}")
+
+    def written(self, stage: str) -> bool:
+        """Whether a stage's topic is written: the seeds, the last step of every service, and an
+        inner step of a chain only when materialized."""
+        if stage == SEEDS_STAGE:
+            return True
+        chain = self.chain_of(stage)
+        return chain[-1] == stage or self.spec.step(stage).materialize
+
+    def service_steps(self, service: str) -> list[Step[Any]]:
+        return [self.steps[step_id] for step_id in self.chain_of(service)]
+
+    def stage_stats(self, stage: str) -> StageSummary:
+        """The statistics a chain keeps of a stage whose topic it does not write."""
+        return StageSummary(dataset_columns(self.fields[stage]))
+
+    def wiring(self, service: str) -> Wiring:
+        """How the service named `service` (a step id; a chain's first step) reads and writes."""
+        chain = self.chain_of(service)
+        if chain[0] != service:
+            raise KeyError(f"step {service!r} runs in the chain of {chain[0]!r}: serve {chain[0]!r}")
+        head = self.spec.step(service)
         inputs = tuple(
-            Input(stage, self.spec.topic(stage), self.schema_name(stage), self.route_test(stage, step_id))
-            for stage in self.spec.inputs(step_id)
+            Input(stage, self.spec.topic(stage), self.schema_name(stage), self.route_test(stage, service))
+            for stage in self.spec.inputs(service)
         )
+        members = tuple(
+            Member(
+                stage=step_id,
+                error_policy=self.spec.step(step_id).error_policy,
+                topic=self.spec.topic(step_id) if self.written(step_id) else None,
+                schema=self.schema_name(step_id),
+                partition_by=self.spec.step(step_id).partition_by,
+                state_topic_prefix=self.spec.state_topic_prefix(step_id),
+            )
+            for step_id in chain
+        )
+        order = self.spec.topological_order()
         return Wiring(
-            stage=step_id,
-            group_id=f"fd.{self.spec.name}.{step_id}",
+            stage=service,
+            group_id=f"fd.{self.spec.name}.{service}",
             inputs=inputs,
-            output_topic=self.spec.topic(step_id),
-            output_schema=self.schema_name(step_id),
+            members=members,
             dlq_topic=self.spec.dlq_topic,
             progress_topic=self.spec.progress_topic,
             control_topic=self.spec.control_topic,
-            state_topic_prefix=self.spec.state_topic_prefix(step_id),
-            error_policy=spec.error_policy,
-            max_in_flight=self.max_in_flight(step_id),
-            max_buffered_rows=spec.max_buffered_rows,
-            partition_by=spec.partition_by,
-            replay_scope=frozenset(
-                s for s in self.spec.topological_order() if step_id in self.spec.downstream(s)
-            ),
+            state_topic_prefix=self.spec.state_topic_prefix(service),
+            max_in_flight=self.max_in_flight(service),
+            max_buffered_rows=head.max_buffered_rows,
+            replay_scope=frozenset(s for s in order if service in self.spec.downstream(s)),
         )
 
     def route_test(self, stage: str, step_id: str) -> Callable[[Row], bool] | None:
@@ -157,6 +207,57 @@ class PipelinePlan:
         model = _import(self.spec.seed_model)
         assert issubclass(model, BaseModel)
         return model
+
+
+def chain_groups(spec: PipelineSpec, steps: dict[str, Step[Any]]) -> tuple[list[list[str]], list[str]]:
+    """The step ids each service runs (operator chaining, the pipeline's `chain:`), and any
+    problem with explicit groups. A step can follow another in a chain when it reads that step
+    alone, is that step's only successor, both are synchronous, and the first neither routes
+    nor re-partitions its rows (a chain ends at a step with partition_by)."""
+
+    def follows(prev: str, step_id: str) -> str | None:
+        """Why `step_id` cannot follow `prev` in a chain (None: it can)."""
+        if spec.inputs(step_id) != [prev]:
+            return f"{step_id!r} does not read {prev!r} alone"
+        if spec.successors(prev) != [step_id]:
+            return f"{prev!r} feeds other steps too"
+        if spec.step(prev).route is not None:
+            return f"{prev!r} routes its rows"
+        if spec.step(prev).partition_by is not None:
+            return f"{prev!r} re-partitions its rows (partition_by)"
+        if isinstance(steps[prev], AsyncStep) or isinstance(steps[step_id], AsyncStep):
+            return "asynchronous steps run alone"
+        if spec.step(prev).instances != spec.step(step_id).instances:
+            return f"{prev!r} and {step_id!r} ask for different instances"
+        return None
+
+    order = spec.topological_order()
+    if spec.chain == "none":
+        return [[s] for s in order], []
+    if spec.chain == "auto":
+        groups: list[list[str]] = []
+        for step_id in order:
+            if groups and follows(groups[-1][-1], step_id) is None:
+                groups[-1].append(step_id)
+            else:
+                groups.append([step_id])
+        return groups, []
+    problems = []
+    for group in spec.chain:
+        unknown = [s for s in group if s not in steps]
+        problems += [f"chain {group}: no step {s!r}" for s in unknown]
+        for prev, step_id in itertools.pairwise(group):
+            why = None if unknown else follows(prev, step_id)
+            if why is not None:
+                problems.append(f"chain {group}: {step_id!r} cannot follow {prev!r}: {why}")
+    listed = [s for group in spec.chain for s in group]
+    problems += [
+        f"chain: step {s!r} is in two chains" for s in sorted({s for s in listed if listed.count(s) > 1})
+    ]
+    groups = [list(g) for g in spec.chain] + [[s] for s in order if s not in listed]
+    position = {s: i for i, s in enumerate(order)}
+    groups.sort(key=lambda g: position.get(g[0], 0))
+    return groups, problems
 
 
 def _check_step(

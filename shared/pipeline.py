@@ -13,7 +13,7 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -79,6 +79,8 @@ class StepSpec(BaseModel):
     #: Output rows are keyed (and so partitioned) by this field; None keeps the input partition.
     partition_by: str | None = None
     instances: int = Field(default=1, ge=1)
+    #: Write this step's topic even inside a chain (to read it, or to replay from exactly here).
+    materialize: bool = False
 
 
 class SinkSpec(BaseModel):
@@ -103,6 +105,10 @@ class PipelineSpec(BaseModel):
     seed_model: str = "services.seeds.model:Seed"
     steps: list[StepSpec]
     sink: SinkSpec = Field(default_factory=SinkSpec)
+    #: Operator chaining, a deployment choice: `none` (one service per step), `auto` (consecutive
+    #: synchronous steps of a straight segment share one service: one decode, one encode, one
+    #: transaction), or the groups spelled out, e.g. [[canonicalize, hash], [clean_sql, rule_filter]].
+    chain: Literal["none", "auto"] | list[list[str]] = "none"
     #: Quality gates: `min_<metric>`/`max_<metric>` thresholds for the leaves, and per stage
     #: `<stage id>: {min_<metric>: x}` for any other.
     gates: dict[str, float | dict[str, float]] = Field(default_factory=dict)

@@ -56,7 +56,9 @@ class CoordinatorService:
         self.kafka = kafka
         self.settings = settings
         self.group_id = f"fd.{self.spec.name}.coordinator"
-        self.stage_of_topic = {self.spec.topic(stage): stage for stage in self.spec.stages}
+        # Stages inside an operator chain have no topic: their progress records carry their rows' stats.
+        self.stage_of_topic = {self.spec.topic(s): s for s in self.spec.stages if plan.written(s)}
+        self.unwritten = [s for s in self.spec.stages if not plan.written(s)]
         #: What the manifest hashes of a stage's rows: the columns its dataset files hold.
         self.released_columns = {stage: dataset_columns(plan.fields[stage]) for stage in self.spec.stages}
         self.expected_schema = {
@@ -149,7 +151,7 @@ class CoordinatorService:
     def _run(self, run_id: str) -> RunState:
         if run_id not in self.runs:
             self.runs[run_id] = RunState.new(
-                run_id, self.spec.stages, self._partitions_by_stage(), self.spec.primary_leaf
+                run_id, self.spec.stages, self._partitions_by_stage(), self.spec.primary_leaf, self.unwritten
             )
             if run_id in self.limits:
                 self.runs[run_id].set_limit(self.limits[run_id])
@@ -157,7 +159,11 @@ class CoordinatorService:
         return self.runs[run_id]
 
     def _partitions_by_stage(self) -> dict[str, int]:
-        return {stage: self.partitions[self.spec.topic(stage)] for stage in self.spec.stages}
+        # an unwritten stage has its chain's partitions: those of the topic the chain reads
+        return {
+            stage: self.partitions.get(self.spec.topic(stage), self.spec.partitions)
+            for stage in self.spec.stages
+        }
 
     # RebalanceListener: the state is re-read on every assignment, committed before a revoke.
     def on_assigned(self, partitions: list[tuple[str, int]]) -> None:

@@ -3,10 +3,14 @@ with `/metrics`, `/healthz`, run control and the watchdog around it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka.control import ControlView
 from shared.kafka.state import KafkaStateBackend
 from shared.kafka.transport import KafkaTransport
+from shared.runtime.emit import StageStats
 from shared.runtime.health import serving
 from shared.runtime.runner import RunnerSettings, StepRunner
 from shared.runtime.watchdog import watchdog
@@ -17,13 +21,19 @@ from shared.step import Step
 
 class StepService:
     def __init__(
-        self, step: Step, wiring: Wiring, serde: AvroSerde, kafka: KafkaSettings, settings: ServiceSettings
+        self,
+        steps: Step[Any] | list[Step[Any]],
+        wiring: Wiring,
+        serde: AvroSerde,
+        kafka: KafkaSettings,
+        settings: ServiceSettings,
+        stage_stats: Callable[[str], StageStats] | None = None,
     ) -> None:
         self.settings = settings
         self.transport = KafkaTransport(kafka, wiring.group_id, wiring.input_topics, settings.instance_id)
         control = ControlView(kafka, wiring.control_topic) if wiring.control_topic is not None else None
         self.runner = StepRunner(
-            step,
+            steps,
             wiring,
             serde,
             self.transport,
@@ -37,6 +47,7 @@ class StepService:
                 progress_stall_s=settings.progress_stall_s,
             ),
             control,
+            stage_stats=stage_stats,
         )
 
     async def run(self) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 from services.coordinator.gates import GateConfigError, evaluate_gates
 from services.coordinator.manifest import ManifestAgg, iso_ms
 from services.coordinator.quality import QualityAgg
+from services.coordinator.stage_stats import merge_stats
 from services.coordinator.timing import StepTiming, timing_report
 from shared.pipeline import SEEDS_STAGE
 from shared.runtime.markers import MarkerTracker
@@ -105,6 +106,8 @@ class RunState:
     sources: list[str] | None = None
     #: Rows the run's producer wrote to the seeds stage (`rows_before` of its seed markers).
     seeds_expected: int | None = None
+    #: Stages whose topic is not written (inner steps of operator chains).
+    unwritten: list[str] = field(default_factory=list)
 
     @classmethod
     def new(
@@ -113,9 +116,11 @@ class RunState:
         stages: list[str],
         partitions_by_stage: dict[str, int],
         final_stage: str | None = None,
+        unwritten: list[str] | None = None,
     ) -> RunState:
         state = cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
         state.final_stage = final_stage
+        state.unwritten = list(unwritten or [])
         return state
 
     # -- input ---------------------------------------------------------------------------------
@@ -168,6 +173,9 @@ class RunState:
         if state.progress is None:
             state.progress = StepProgress()
         state.progress.add(record)
+        if record.get("stats"):
+            # A stage whose topic is not written (inside an operator chain) reports its rows here.
+            merge_stats(state.manifest, state.quality, record["stats"])
 
     def add_dead_letter(self, record: dict[str, Any]) -> None:
         by_type = self.dead_letters.setdefault(record["step"], {})
@@ -201,7 +209,9 @@ class RunState:
             return False
         sources = self._sources
         for stage, state in self.stages.items():
-            if self._drained(state) < state.partitions:
+            # A stage without a topic (inside an operator chain) has no markers: its progress
+            # records, below, say when every input partition ended.
+            if stage not in self.unwritten and self._drained(state) < state.partitions:
                 return False
             # Steps must have reported; a source (seeds, or a replay's input: no progress
             # records) must not wait.
@@ -334,6 +344,7 @@ class RunState:
             "stopped_ms": self.stopped_ms,
             "taken": self.taken,
             "seeds_expected": self.seeds_expected,
+            "unwritten": self.unwritten,
             "stages": [
                 {
                     "stage": stage,
@@ -381,4 +392,5 @@ class RunState:
             replay=data.get("replay"),
             sources=data.get("sources"),
             seeds_expected=data.get("seeds_expected"),
+            unwritten=list(data.get("unwritten", [])),
         )

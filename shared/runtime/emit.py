@@ -1,13 +1,21 @@
 """What a commit contains: the output batches, dead letters, end markers and progress records
-of the messages that are ready, as records for one transaction."""
+of the messages that are ready, as records for one transaction.
+
+A service runs one step, or a chain of them. Each step keeps its own accounting: a progress
+record per (run, step), dead letters naming the step, its own topic where it is written (the
+last step of the service, an inner one only when materialized), and otherwise its stage's
+statistics carried in its progress record, so the coordinator still reports every stage.
+"""
 
 from __future__ import annotations
 
+import json
 import time
 import zlib
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from shared import metrics
 from shared.runtime.batching import MESSAGE_OVERHEAD, fit, too_large_message
@@ -17,9 +25,32 @@ from shared.runtime.pending import PendingMessage
 from shared.runtime.progress import PROGRESS_SCHEMA, Progress
 from shared.runtime.state import CURRENT_PARTITION, StateStore
 from shared.runtime.transport import OutputRecord
-from shared.runtime.wiring import Wiring
+from shared.runtime.wiring import Member, Wiring
 from shared.serde import AvroSerde
 from shared.step import Row
+
+
+class StageStats(Protocol):
+    """A mergeable summary of a stage's rows (manifest and quality aggregates), for a stage whose
+    topic is not written; the coordinator merges what progress records carry."""
+
+    def add_rows(self, rows: list[Row]) -> None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class Settled:
+    """What one step of the service yields when a partition drains: rows it still held (or got
+    from an earlier step's release), dead letters, and how many released rows it took in."""
+
+    rows: list[Row]
+    dead_letters: list[dict[str, Any]]
+    rows_in: int = 0
+
+
+#: (run, partition) -> per step of the service, what it settles when that partition drains
+Finisher = Callable[[str, int], list[Settled]]
 
 
 class Emitter:
@@ -28,103 +59,132 @@ class Emitter:
         wiring: Wiring,
         serde: AvroSerde,
         *,
-        signature: str,
+        signatures: list[str],
         instance_id: str,
         max_message_bytes: int,
         input_partitions: int,
-        output_partitions: int,
+        output_partitions: dict[str, int],
+        stage_stats: Callable[[str], StageStats] | None = None,
     ) -> None:
         self.w = wiring
         self.serde = serde
-        self.signature = signature
+        self.signatures = signatures
         self.instance_id = instance_id
         self.max_message_bytes = max_message_bytes
         self.input_partitions = input_partitions
+        #: topic -> its partition count
         self.output_partitions = output_partitions
+        self.stage_stats = stage_stats
         self._seq = 0
-        self._labels = {"step": wiring.stage}
+
+    def keeps_rows(self, k: int) -> bool:
+        """Whether the k-th step's emitted rows are needed at commit time."""
+        member = self.w.members[k]
+        return k < len(self.w.members) - 1 and (member.topic is not None or self.stage_stats is not None)
 
     def emit(
-        self,
-        ready: list[PendingMessage],
-        tracker: MarkerTracker,
-        markers: StateStore,
-        finish: Callable[[str, int], tuple[list[Row], list[dict[str, Any]]]],
+        self, ready: list[PendingMessage], tracker: MarkerTracker, markers: StateStore, finish: Finisher
     ) -> list[OutputRecord]:
-        """Records for `ready` in order: per message its dead letters, rows or marker; then one
-        progress record per run. Marks drained partitions in `tracker` and `markers`; a partition
-        that drains first gets the rows `finish(run, partition)` still holds (and its dead letters)."""
+        """Records for `ready` in order: per message its dead letters, rows or markers; then one
+        progress record per (run, step). Marks drained partitions in `tracker` and `markers`; a
+        partition that drains first yields what `finish(run, partition)` still holds."""
         out: list[OutputRecord] = []
-        progress: dict[str, Progress] = {}
+        progress: dict[tuple[str, str], Progress] = {}
+        stats: dict[tuple[str, str], StageStats] = {}
         now_ms = int(time.time() * 1000)
-        for pm in ready:
-            for record in pm.dead_letters:
-                out.append(self._dead_letter_record(record))
-            if pm.run_id is None:
-                continue
-            entry = progress.get(pm.run_id)
-            if entry is None:
-                entry = progress[pm.run_id] = Progress(
-                    pm.run_id,
-                    self.w.stage,
+
+        def entry(run_id: str, stage: str) -> Progress:
+            found = progress.get((run_id, stage))
+            if found is None:
+                found = progress[(run_id, stage)] = Progress(
+                    run_id,
+                    stage,
                     self.instance_id,
                     input_partitions=self.input_partitions,
                     first_ms=now_ms,
                     last_ms=now_ms,
                 )
-            if pm.marker is not None:
-                self._marker(pm, entry, tracker, markers, finish, out)
+            return found
+
+        for pm in ready:
+            for record in pm.dead_letters:
+                out.append(self._dead_letter_record(record))
+            if pm.run_id is None:
                 continue
-            rows = pm.emitted()
-            too_large = self._rows(pm, rows, out)
-            produced = len(rows) - too_large
-            dropped = sum(1 for slot in pm.outputs if not slot) - pm.errored
-            entry.rows_in += pm.rows
-            entry.rows_out += produced
-            entry.rows_errored += pm.errored + too_large
-            entry.rows_dropped += dropped
-            entry.rows_stopped += pm.stopped
-            entry.batches += 1
-            if pm.stopped < pm.rows:  # a wholly stopped batch did no work worth timing
-                entry.batch_seconds.append((pm.finished or pm.started) - pm.started)
-            entry.add_row_samples(pm.row_seconds)
-            metrics.ROWS_OUT.labels(**self._labels).inc(produced)
-            metrics.ROWS_DROPPED.labels(**self._labels).inc(dropped)
-            metrics.ROWS_STOPPED.labels(**self._labels).inc(pm.stopped)
-        for entry in progress.values():
-            value = self.serde.encode(PROGRESS_SCHEMA, entry.to_record())
-            out.append(OutputRecord(self.w.progress_topic, value, entry.run_id))
+            if pm.marker is not None:
+                self._marker(pm, entry, stats, tracker, markers, finish, out)
+                continue
+            for k, member in enumerate(self.w.members):
+                tally = pm.tallies[k]
+                rows = pm.emitted() if k == len(self.w.members) - 1 else tally.rows
+                rejected = self._write(pm, k, rows, out, stats)
+                e = entry(pm.run_id, member.stage)
+                e.rows_in += tally.rows_in
+                e.rows_out += tally.rows_out - rejected
+                e.rows_errored += tally.errored + rejected
+                e.rows_dropped += tally.dropped
+                e.rows_stopped += tally.stopped
+                e.batches += 1
+                labels = {"step": member.stage}
+                metrics.ROWS_OUT.labels(**labels).inc(tally.rows_out - rejected)
+                metrics.ROWS_DROPPED.labels(**labels).inc(tally.dropped)
+                metrics.ROWS_STOPPED.labels(**labels).inc(tally.stopped)
+            last = entry(pm.run_id, self.w.tail.stage)
+            if pm.rows > (pm.tallies[0].stopped if pm.tallies else 0):  # a stopped batch did no work
+                last.batch_seconds.append((pm.finished or pm.started) - pm.started)
+            last.add_row_samples(pm.row_seconds)
+        for (run_id, stage), summary in stats.items():
+            entry(run_id, stage).stats = json.dumps(summary.to_json(), separators=(",", ":"))
+        for e in progress.values():
+            out.append(
+                OutputRecord(
+                    self.w.progress_topic, self.serde.encode(PROGRESS_SCHEMA, e.to_record()), e.run_id
+                )
+            )
         return out
 
-    def _dead_letter_record(self, record: dict[str, Any]) -> OutputRecord:
-        metrics.DLQ_RECORDS.labels(step=self.w.stage, error_type=record["error_type"]).inc()
-        return OutputRecord(self.w.dlq_topic, self.serde.encode(DEAD_LETTER_SCHEMA, record), record["run_id"])
-
-    def _rows(self, pm: PendingMessage, rows: list[Row], out: list[OutputRecord]) -> int:
-        """Appends the row batches; returns how many rows were dead-lettered as too large."""
-        if not rows or self.w.output_topic is None:
+    # -- rows ------------------------------------------------------------------------------------
+    def _write(
+        self,
+        pm: PendingMessage,
+        k: int,
+        rows: list[Row],
+        out: list[OutputRecord],
+        stats: dict[tuple[str, str], StageStats],
+    ) -> int:
+        """The k-th step's rows: to its topic where it is written, else into its stage statistics.
+        Returns how many were dead-lettered instead (too large, or not fitting the schema)."""
+        member = self.w.members[k]
+        if member.topic is None:
+            if self.stage_stats is not None and rows:
+                key = (pm.run_id or "", member.stage)
+                if key not in stats:
+                    stats[key] = self.stage_stats(member.stage)
+                stats[key].add_rows(rows)
+            return 0
+        if not rows:
             return 0
         groups: dict[int, list[Row]] = defaultdict(list)
         for row in rows:
-            groups[self._output_partition(pm.partition, row)].append(row)
-        lineage = [*pm.lineage, self.signature]
+            groups[self._output_partition(member, pm.partition, row)].append(row)
+        lineage = [*pm.lineage, *self.signatures[: k + 1]]
         rejected: list[tuple[Row, str, str]] = []
         for partition, group in sorted(groups.items()):
             try:
-                too_large = self._batch(pm.run_id or "", partition, lineage, group, None, out)
+                too_large = self._batch(member, pm.run_id or "", partition, lineage, group, None, out)
             except (ValueError, TypeError, OverflowError):
                 # A row that does not fit the stage's schema: find it, so one bad row costs a dead
                 # letter instead of a service that fails on the same input at every restart.
-                group, violations = self._schema_violations(group)
+                group, violations = self._schema_violations(member, group)
                 rejected += violations
-                too_large = self._batch(pm.run_id or "", partition, lineage, group, None, out)
+                too_large = self._batch(member, pm.run_id or "", partition, lineage, group, None, out)
             rejected += [
                 (row, "MessageTooLarge", too_large_message(size, self.max_message_bytes))
                 for row, size in too_large
             ]
         for row, error_type, message in rejected:
             record = dead_letter(
-                step=self.w.stage,
+                step=member.stage,
                 error_type=error_type,
                 error_message=message,
                 run_id=pm.run_id,
@@ -134,15 +194,17 @@ class Emitter:
             out.append(self._dead_letter_record(record))
         return len(rejected)
 
-    def _schema_violations(self, rows: list[Row]) -> tuple[list[Row], list[tuple[Row, str, str]]]:
+    def _schema_violations(
+        self, member: Member, rows: list[Row]
+    ) -> tuple[list[Row], list[tuple[Row, str, str]]]:
         """(rows that encode, [(row, error type, reason)] for those that do not)."""
-        assert self.w.output_schema is not None
+        assert member.schema is not None
         good: list[Row] = []
         bad: list[tuple[Row, str, str]] = []
         for row in rows:
             record = {
                 "run_id": "",
-                "stage": self.w.stage,
+                "stage": member.stage,
                 "producer": "",
                 "batch_seq": 0,
                 "lineage": [],
@@ -150,10 +212,10 @@ class Emitter:
                 "end_of_run": None,
             }
             try:
-                self.serde.encode(self.w.output_schema, record)
+                self.serde.encode(member.schema, record)
             except (ValueError, TypeError, OverflowError) as exc:
                 reason = (
-                    f"the row does not fit the schema of stage {self.w.stage!r}: {exc} "
+                    f"the row does not fit the schema of stage {member.stage!r}: {exc} "
                     "(a step declares what it adds in `outputs` and its .avsc)"
                 )
                 bad.append((row, "SchemaViolation", reason))
@@ -161,18 +223,25 @@ class Emitter:
                 good.append(row)
         return good, bad
 
-    def _output_partition(self, input_partition: int, row: Row) -> int:
-        if self.w.partition_by is None:
-            return input_partition % self.output_partitions
-        return zlib.crc32(str(row[self.w.partition_by]).encode()) % self.output_partitions
+    def _output_partition(self, member: Member, input_partition: int, row: Row) -> int:
+        partitions = self.output_partitions[member.topic or ""]
+        if member.partition_by is None:
+            return input_partition % partitions
+        return zlib.crc32(str(row[member.partition_by]).encode()) % partitions
 
+    def _dead_letter_record(self, record: dict[str, Any]) -> OutputRecord:
+        metrics.DLQ_RECORDS.labels(step=record["step"], error_type=record["error_type"]).inc()
+        return OutputRecord(self.w.dlq_topic, self.serde.encode(DEAD_LETTER_SCHEMA, record), record["run_id"])
+
+    # -- end of run ------------------------------------------------------------------------------
     def _marker(
         self,
         pm: PendingMessage,
-        entry: Progress,
+        entry: Callable[[str, str], Progress],
+        stats: dict[tuple[str, str], StageStats],
         tracker: MarkerTracker,
         markers: StateStore,
-        finish: Callable[[str, int], tuple[list[Row], list[dict[str, Any]]]],
+        finish: Finisher,
         out: list[OutputRecord],
     ) -> None:
         marker = pm.marker or {}
@@ -187,23 +256,32 @@ class Emitter:
             CURRENT_PARTITION.reset(token)
         if not drained:
             return
-        rows, letters = finish(run_id, pm.partition)
-        out.extend(self._dead_letter_record(record) for record in letters)
-        if rows:
-            rejected = self._rows(pm, rows, out)
-            entry.rows_out += len(rows) - rejected
-            entry.rows_errored += rejected + len(letters)
-            metrics.ROWS_OUT.labels(**self._labels).inc(len(rows) - rejected)
-        entry.partitions_ended.append(pm.partition)
-        metrics.RUNS_ENDED.labels(**self._labels).inc()
-        if self.w.output_topic is None:
-            return
-        eor = {"source_partition": pm.partition, "source_partitions": self.input_partitions, "rows_before": 0}
-        for partition in range(self.output_partitions):
-            self._batch(run_id, partition, [*pm.lineage, self.signature], [], eor, out)
+        settled = finish(run_id, pm.partition)
+        for k, member in enumerate(self.w.members):
+            rows, letters = settled[k].rows, settled[k].dead_letters
+            out.extend(self._dead_letter_record(record) for record in letters)
+            rejected = self._write(pm, k, rows, out, stats)
+            e = entry(run_id, member.stage)
+            e.rows_in += settled[k].rows_in
+            e.rows_out += len(rows) - rejected
+            e.rows_errored += rejected + len(letters)
+            e.partitions_ended.append(pm.partition)
+            metrics.ROWS_OUT.labels(step=member.stage).inc(len(rows) - rejected)
+            metrics.RUNS_ENDED.labels(step=member.stage).inc()
+            if member.topic is None:
+                continue
+            eor = {
+                "source_partition": pm.partition,
+                "source_partitions": self.input_partitions,
+                "rows_before": 0,
+            }
+            lineage = [*pm.lineage, *self.signatures[: k + 1]]
+            for partition in range(self.output_partitions[member.topic]):
+                self._batch(member, run_id, partition, lineage, [], eor, out)
 
     def _batch(
         self,
+        member: Member,
         run_id: str,
         partition: int,
         lineage: list[str],
@@ -213,13 +291,13 @@ class Emitter:
     ) -> list[tuple[Row, int]]:
         """One message, or several where one would exceed the message size; returns the rows that
         fit in no message, with their size."""
-        assert self.w.output_topic is not None and self.w.output_schema is not None
-        schema, topic = self.w.output_schema, self.w.output_topic
+        assert member.topic is not None and member.schema is not None
+        schema, topic = member.schema, member.topic
 
         def encode(part: list[Row]) -> bytes:
             record = {
                 "run_id": run_id,
-                "stage": self.w.stage,
+                "stage": member.stage,
                 "producer": self.instance_id,
                 "batch_seq": self._seq,
                 "lineage": lineage,

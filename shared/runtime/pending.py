@@ -17,6 +17,21 @@ from shared.step import Row
 
 
 @dataclass(slots=True)
+class Tally:
+    """What one step of the service (a chain has several) did with a message's rows."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: int = 0
+    errored: int = 0
+    #: rows dropped unprocessed because the run was stopped (counted in `dropped` too)
+    stopped: int = 0
+    #: the rows it emitted, kept for an inner step of a chain whose topic is written or whose
+    #: stage statistics are kept (the last step's rows are the message's `outputs`)
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class PendingMessage:
     topic: str
     partition: int
@@ -33,9 +48,8 @@ class PendingMessage:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     row_seconds: list[float] = field(default_factory=list)
     remaining: int = 0
-    errored: int = 0
-    #: rows dropped unprocessed because the run was stopped
-    stopped: int = 0
+    #: one per step of the service, in chain order
+    tallies: list[Tally] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     finished: float | None = None
 

@@ -36,6 +36,9 @@ class Progress:
     input_partitions: int = 0
     first_ms: int = 0
     last_ms: int = 0
+    #: the stage's statistics (manifest and quality aggregates, JSON) when its topic is not
+    #: written (an inner step of a chain); None when the coordinator reads the topic
+    stats: str | None = None
 
     def add_row_samples(self, samples: list[float]) -> None:
         room = MAX_ROW_SAMPLES - len(self.row_seconds)

@@ -17,18 +17,18 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from shared import metrics
 from shared.pipeline import ErrorPolicy
 from shared.runtime.dead_letter import dead_letter
-from shared.runtime.emit import Emitter
+from shared.runtime.emit import Emitter, Settled, StageStats
 from shared.runtime.liveness import Liveness
 from shared.runtime.markers import MarkerTracker
 from shared.runtime.pause import PauseControl, PauseDecision
-from shared.runtime.pending import PartitionQueues, PendingMessage
+from shared.runtime.pending import PartitionQueues, PendingMessage, Tally
 from shared.runtime.state import CURRENT_INPUT, CURRENT_PARTITION, CURRENT_RUN, StateBackend, StateStore
 from shared.runtime.transport import (
     InputRecord,
@@ -38,9 +38,9 @@ from shared.runtime.transport import (
     Transport,
     TransportFatal,
 )
-from shared.runtime.wiring import Wiring
+from shared.runtime.wiring import Member, Wiring
 from shared.serde import AvroSerde, UndecodableMessage
-from shared.step import Row, Step
+from shared.step import AsyncStep, Finished, Row, Step
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,34 @@ def _normalise(result: Row | list[Row] | None) -> list[Row]:
     return [result]
 
 
+class _MemberContext:
+    """What one step of a chain sees: the runner, with state stores of its own."""
+
+    def __init__(self, runner: StepRunner, member: Member) -> None:
+        self.runner = runner
+        self.member = member
+        self.inputs = runner.inputs
+
+    def state_store(
+        self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
+    ) -> StateStore:
+        topic = f"{self.member.state_topic_prefix}.{name}"
+        return self.runner.store(topic, durable_immediately=durable_immediately, scope=scope)
+
+    def cache_enabled(self) -> bool:
+        return self.runner.cache_enabled()
+
+    def current_input(self) -> str:
+        return CURRENT_INPUT.get()
+
+    def current_partition(self) -> int:
+        return CURRENT_PARTITION.get()
+
+
 class StepRunner:
     def __init__(
         self,
-        step: Step,
+        steps: Step[Any] | Sequence[Step[Any]],
         wiring: Wiring,
         serde: AvroSerde,
         transport: Transport,
@@ -105,8 +129,16 @@ class StepRunner:
         settings: RunnerSettings,
         control: RunControl | None = None,
         clock: Callable[[], float] = time.monotonic,
+        stage_stats: Callable[[str], StageStats] | None = None,
     ) -> None:
-        self.step = step
+        #: the service's steps, one per member of the wiring (several: an operator chain)
+        self.steps: list[Step[Any]] = [steps] if isinstance(steps, Step) else list(steps)
+        if len(self.steps) != len(wiring.members):
+            raise ValueError(f"{len(self.steps)} steps for {len(wiring.members)} members of {wiring.stage}")
+        if len(self.steps) > 1 and any(isinstance(s, AsyncStep) for s in self.steps):
+            raise ValueError(f"{wiring.stage}: an asynchronous step runs alone, not in a chain")
+        self.step = self.steps[0]
+        self.stage_stats = stage_stats
         self.w = wiring
         self.serde = serde
         self.transport = transport
@@ -114,7 +146,6 @@ class StepRunner:
         self.settings = settings
         self.control = control
         self.clock = clock
-        self.signature = step.signature()
         self.queues = PartitionQueues()
         self.pause = PauseControl(settings.pause_after_full_s)
         self.liveness = Liveness(settings.progress_stall_s, clock)
@@ -144,8 +175,12 @@ class StepRunner:
     def state_store(
         self, name: str, *, durable_immediately: bool = False, scope: Literal["run", "global"] = "run"
     ) -> StateStore:
-        if name not in self.stores:
-            topic = f"{self.w.state_topic_prefix}.{name}"
+        """A store of the service's first step (the runner's own markers live here too)."""
+        topic = f"{self.w.state_topic_prefix}.{name}"
+        return self.store(topic, durable_immediately=durable_immediately, scope=scope)
+
+    def store(self, topic: str, *, durable_immediately: bool, scope: Literal["run", "global"]) -> StateStore:
+        if topic not in self.stores:
             self.state.ensure(topic, self.transport.partition_count(self.w.inputs[0].topic))
             store = StateStore(
                 topic,
@@ -154,8 +189,8 @@ class StepRunner:
                 per_run=scope == "run",
             )
             store.reload(self.state)
-            self.stores[name] = store
-        return self.stores[name]
+            self.stores[topic] = store
+        return self.stores[topic]
 
     def cache_enabled(self) -> bool:
         # CURRENT_RUN is the run of the row being processed (set before its task is made).
@@ -168,24 +203,32 @@ class StepRunner:
             await self._loop()
         finally:
             await self._shutdown()
-            self.step.close()
+            for step in self.steps:
+                step.close()
         if self.failure is not None:
             raise self.failure
 
     def _start(self) -> None:
         self._markers = self.state_store("markers", scope="global")
         self._restore_tracker()
-        self.step.open(self)
+        if len(self.steps) == 1:
+            self.step.open(self)
+        else:
+            for step, member in zip(self.steps, self.w.members, strict=True):
+                step.open(_MemberContext(self, member))
         self._emitter = Emitter(
             self.w,
             self.serde,
-            signature=self.signature,
+            signatures=[step.signature() for step in self.steps],
             instance_id=self.settings.instance_id,
             max_message_bytes=self.settings.max_message_bytes,
             input_partitions=self.transport.partition_count(self.w.inputs[0].topic),
-            output_partitions=self.transport.partition_count(self.w.output_topic)
-            if self.w.output_topic
-            else 0,
+            output_partitions={
+                m.topic: self.transport.partition_count(m.topic)
+                for m in self.w.members
+                if m.topic is not None
+            },
+            stage_stats=self.stage_stats,
         )
         self.transport.start(self)
 
@@ -334,77 +377,109 @@ class StepRunner:
             # Routed: the rows of this stage meant for another successor are not this step's input.
             rows = [row for row in rows if source.accepts(row)]
         pm.outputs = [[] for _ in rows]
+        pm.tallies = [Tally() for _ in self.steps]
         self._max_message_rows = max(self._max_message_rows, len(rows))
         metrics.ROWS_IN.labels(**self._labels).inc(len(rows))
         if self._stopped(pm.run_id):
-            pm.stopped = len(rows)  # nothing left to process: the message is complete as it is
+            # nothing left to process: the message is complete as it is
+            first = pm.tallies[0]
+            first.rows_in = first.stopped = first.dropped = len(rows)
             return
         pm.remaining = len(rows)
         CURRENT_PARTITION.set(pm.partition)
         CURRENT_RUN.set(pm.run_id or "")
         CURRENT_INPUT.set(source.stage)
-        if self.step.is_async:
+        if isinstance(self.step, AsyncStep):
             for i, row in enumerate(rows):
-                pm.tasks.append(asyncio.ensure_future(self._process_async(pm, i, row)))
+                pm.tasks.append(asyncio.ensure_future(self._process_async(self.step, pm, i, row)))
             return
         for i, row in enumerate(rows):
-            try:
-                self._settle(pm, i, row, _normalise(self.step.process_row(row)), None)
-            except Exception as exc:
-                self._settle(pm, i, row, [], exc)
+            self._settle(pm, i, self._through(pm, row, 0))
             if self.failure is not None:
                 return
+
+    def _through(self, pm: PendingMessage, row: Row, first: int) -> list[Row]:
+        """`row` through the service's steps from the `first`-th on (one step but in a chain),
+        each step's accounting on its own tally."""
+        rows = [row]
+        for k in range(first, len(self.steps)):
+            step, tally = self.steps[k], pm.tallies[k]
+            emitted: list[Row] = []
+            for one in rows:
+                tally.rows_in += 1
+                try:
+                    out = _normalise(step.process_row(one))
+                except Exception as exc:
+                    tally.errored += 1
+                    self._on_row_error(pm, self.w.members[k], one, exc)
+                    if self.failure is not None:
+                        return []
+                    continue
+                if not out:
+                    tally.dropped += 1
+                tally.rows_out += len(out)
+                emitted.extend(out)
+            if self._emitter is not None and self._emitter.keeps_rows(k):
+                tally.rows.extend(emitted)
+            rows = emitted
+        return rows
 
     def _stopped(self, run_id: str | None) -> bool:
         return self.control is not None and run_id in self.control.stopped
 
-    async def _process_async(self, pm: PendingMessage, i: int, row: Row) -> None:
+    async def _process_async(self, step: AsyncStep[Any], pm: PendingMessage, i: int, row: Row) -> None:
+        tally = pm.tallies[0]
         async with self._semaphore:
             if self._stopped(pm.run_id):
                 # Rows queued behind the in-flight cap when the stop arrives cost nothing.
-                pm.stopped += 1
-                self._settle(pm, i, row, [], None)
+                tally.rows_in += 1
+                tally.stopped += 1
+                tally.dropped += 1
+                self._settle(pm, i, [])
                 return
             self._in_flight += 1
             started = self.clock()
+            tally.rows_in += 1
             try:
-                result = await self.step.process_row_async(dict(row))
+                result = await step.process_row_async(dict(row))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self._settle(pm, i, row, [], exc)
+                tally.errored += 1
+                self._on_row_error(pm, self.w.members[0], row, exc)
+                self._settle(pm, i, [])
             else:
-                self._settle(pm, i, row, _normalise(result), None)
+                rows = _normalise(result)
+                tally.rows_out += len(rows)
+                tally.dropped += not rows
+                self._settle(pm, i, rows)
             finally:
                 self._in_flight -= 1
                 elapsed = self.clock() - started
                 pm.row_seconds.append(elapsed)
                 self._row_seconds.observe(elapsed)
 
-    def _settle(self, pm: PendingMessage, i: int, row: Row, rows: list[Row], exc: Exception | None) -> None:
+    def _settle(self, pm: PendingMessage, i: int, rows: list[Row]) -> None:
         pm.remaining -= 1
         self._row_done.set()
         pm.outputs[i] = rows
-        if exc is not None:
-            self._on_row_error(pm, row, exc)
         if pm.done:
             pm.finished = self.clock()
             metrics.BATCH_SECONDS.labels(**self._labels).observe(pm.finished - pm.started)
 
-    def _on_row_error(self, pm: PendingMessage, row: Row, exc: Exception) -> None:
-        pm.errored += 1
-        policy = self.w.error_policy
-        metrics.ROWS_ERRORED.labels(step=self.w.stage, policy=policy.value).inc()
+    def _on_row_error(self, pm: PendingMessage, member: Member, row: Row, exc: Exception) -> None:
+        policy = member.error_policy
+        metrics.ROWS_ERRORED.labels(step=member.stage, policy=policy.value).inc()
         if policy is ErrorPolicy.FAIL_FAST:
             self.failure = StepFailed(
-                f"step {self.w.stage} failed on row source_index={row.get('source_index')} "
+                f"step {member.stage} failed on row source_index={row.get('source_index')} "
                 f"(run {pm.run_id}, {pm.topic}[{pm.partition}]@{pm.offset}): {type(exc).__name__}: {exc}"
             )
             log.error("%s", self.failure)
         elif policy is ErrorPolicy.COLLECT:
             pm.dead_letters.append(
                 dead_letter(
-                    step=self.w.stage,
+                    step=member.stage,
                     error_type=type(exc).__name__,
                     error_message=str(exc),
                     run_id=pm.run_id,
@@ -438,37 +513,57 @@ class StepRunner:
         metrics.TRANSACTIONS.labels(step=self.w.stage, outcome="committed").inc()
         metrics.COMMIT_SECONDS.labels(**self._labels).observe(self.clock() - started)
 
-    def _finish(self, run_id: str, partition: int) -> tuple[list[Row], list[dict[str, Any]]]:
-        """What the step still holds for a drained partition, as rows; a failure is a dead letter
-        of the run (the marker goes on either way, so the run can end)."""
+    def _finish(self, run_id: str, partition: int) -> list[Settled]:
+        """Per step of the service, what it still holds for a drained partition (as rows, and
+        dead letters); what an earlier step of a chain releases goes through the later ones. A
+        failure is a dead letter of the run: the marker goes on either way, so the run can end."""
         run_token, partition_token = CURRENT_RUN.set(run_id), CURRENT_PARTITION.set(partition)
+        settled: list[Settled] = []
+        carried: list[Row] = []
         try:
-            done = self.step.finish(run_id, partition)
-            if isinstance(done, list):
-                return done, []
-            letters = [
-                dead_letter(
-                    step=self.w.stage,
-                    error_type=error_type,
-                    error_message=reason,
-                    run_id=run_id,
-                    row=row,
-                )
-                for row, error_type, reason in done.rejected
-            ]
-            return done.rows, letters
-        except Exception as exc:
-            log.error("%s: finishing run %s partition %d failed: %r", self.w.stage, run_id, partition, exc)
-            letter = dead_letter(
-                step=self.w.stage,
-                error_type=type(exc).__name__,
-                error_message=f"finishing partition {partition} of the run: {exc}",
-                run_id=run_id,
-            )
-            return [], [letter]
+            for k, (step, member) in enumerate(zip(self.steps, self.w.members, strict=True)):
+                # rows released upstream go through this step first, on a scratch message
+                scratch = PendingMessage("", partition, -1, self.clock(), run_id=run_id)
+                scratch.tallies = [Tally() for _ in self.steps]
+                passed = [out for row in carried for out in self._one_step(scratch, k, row)]
+                letters = list(scratch.dead_letters)
+                try:
+                    done = step.finish(run_id, partition)
+                except Exception as exc:
+                    log.error(
+                        "%s: finishing run %s partition %d failed: %r", member.stage, run_id, partition, exc
+                    )
+                    done = Finished()
+                    letters.append(
+                        dead_letter(
+                            step=member.stage,
+                            error_type=type(exc).__name__,
+                            error_message=f"finishing partition {partition} of the run: {exc}",
+                            run_id=run_id,
+                        )
+                    )
+                if isinstance(done, list):
+                    done = Finished(rows=done)
+                letters += [
+                    dead_letter(
+                        step=member.stage, error_type=error_type, error_message=reason, run_id=run_id, row=row
+                    )
+                    for row, error_type, reason in done.rejected
+                ]
+                settled.append(Settled(passed + done.rows, letters, rows_in=len(carried)))
+                carried = passed + done.rows
+            return settled
         finally:
             CURRENT_RUN.reset(run_token)
             CURRENT_PARTITION.reset(partition_token)
+
+    def _one_step(self, pm: PendingMessage, k: int, row: Row) -> list[Row]:
+        """One step (the k-th) on one row, errors handled by that step's policy."""
+        try:
+            return _normalise(self.steps[k].process_row(row))
+        except Exception as exc:
+            self._on_row_error(pm, self.w.members[k], row, exc)
+            return []
 
     def _rewind(self) -> None:
         """Forget uncommitted work and re-read it: state from its topics, input from committed offsets."""

@@ -42,7 +42,7 @@ def _service(
     plan: PipelinePlan, kafka: KafkaSettings, step_id: str = "shout", pause_after_full_s: float = 5.0
 ) -> StepService:
     settings = ServiceSettings(metrics_port=0, instance_id="test", pause_after_full_s=pause_after_full_s)
-    return StepService(plan.steps[step_id], plan.wiring(step_id), plan.serde(), kafka, settings)
+    return StepService(plan.service_steps(step_id), plan.wiring(step_id), plan.serde(), kafka, settings)
 
 
 def _run_in_background(service: StepService, check: Callable[[], Any]) -> Any:
