@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench chaos clean
+.PHONY: install run test test-fast typecheck lint-imports lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,24 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	# Switch these two on once they pass on the whole tree (see `make typecheck`, `make lint-imports`):
+	# $(MAKE) typecheck lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The fast loop: the broker-free tests on two workers, the fuzz test at 1,000 examples instead of
+# 10,000 (tests/fast_profile.py), and the branch coverage of the runtime (shared/runtime).
+test-fast: install
+	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka" -n 2 -p tests.fast_profile --hypothesis-profile=fast \
+		--cov=shared/runtime --cov-branch --cov-report=term
+
+# mypy --strict over shared, services and fastdistill (settings in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
+# The layering contracts of pyproject.toml ([tool.importlinter]).
+lint-imports: install
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m bench
