@@ -26,10 +26,11 @@ test: install
 	# $(MAKE) typecheck lint-imports
 	$(BIN)/pytest -q -p no:cacheprovider
 
-# The fast loop: the broker-free tests on two workers, the fuzz test at 1,000 examples instead of
-# 10,000 (tests/fast_profile.py), and the branch coverage of the runtime (shared/runtime).
+# The fast loop: the broker-free tests on two workers, less the real-time ones (marker `slow`), the
+# fuzz test at 1,000 examples instead of 10,000 (tests/fast_profile.py), and the branch coverage
+# of the runtime (shared/runtime). `make test` runs all of them in full.
 test-fast: install
-	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka" -n 2 -p tests.fast_profile --hypothesis-profile=fast \
+	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka and not slow" -n 2 -p tests.fast_profile --hypothesis-profile=fast \
 		--cov=shared/runtime --cov-branch --cov-report=term
 
 # mypy --strict over shared, services and fastdistill (settings in pyproject.toml).
