@@ -3,6 +3,8 @@ with `/metrics`, `/healthz`, run control and the watchdog around it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka.control import ControlView
 from shared.kafka.state import KafkaStateBackend
@@ -17,7 +19,12 @@ from shared.step import Step
 
 class StepService:
     def __init__(
-        self, step: Step, wiring: Wiring, serde: AvroSerde, kafka: KafkaSettings, settings: ServiceSettings
+        self,
+        step: Step[Any],
+        wiring: Wiring,
+        serde: AvroSerde,
+        kafka: KafkaSettings,
+        settings: ServiceSettings,
     ) -> None:
         self.settings = settings
         self.transport = KafkaTransport(kafka, wiring.group_id, wiring.input_topics, settings.instance_id)

@@ -127,7 +127,7 @@ def position(msg: Message) -> tuple[str, int, int]:
 
 class _ProduceArgs(TypedDict, total=False):
     # Only what the caller set is passed on: librdkafka's defaults stay in charge of the rest.
-    value: bytes
+    value: bytes | None
     key: str | None
     partition: int
     headers: list[tuple[str, str | bytes | None]]
@@ -136,7 +136,7 @@ class _ProduceArgs(TypedDict, total=False):
 def produce(
     producer: Producer,
     topic: str,
-    value: bytes,
+    value: bytes | None,
     key: str | None,
     partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,

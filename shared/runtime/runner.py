@@ -40,7 +40,7 @@ from shared.runtime.transport import (
 )
 from shared.runtime.wiring import Wiring
 from shared.serde import AvroSerde, UndecodableMessage
-from shared.step import Row, Step
+from shared.step import AsyncStep, Row, Step
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def _normalise(result: Row | list[Row] | None) -> list[Row]:
 class StepRunner:
     def __init__(
         self,
-        step: Step,
+        step: Step[Any],
         wiring: Wiring,
         serde: AvroSerde,
         transport: Transport,
@@ -343,9 +343,9 @@ class StepRunner:
         CURRENT_PARTITION.set(pm.partition)
         CURRENT_RUN.set(pm.run_id or "")
         CURRENT_INPUT.set(source.stage)
-        if self.step.is_async:
+        if isinstance(self.step, AsyncStep):
             for i, row in enumerate(rows):
-                pm.tasks.append(asyncio.ensure_future(self._process_async(pm, i, row)))
+                pm.tasks.append(asyncio.ensure_future(self._process_async(self.step, pm, i, row)))
             return
         for i, row in enumerate(rows):
             try:
@@ -358,7 +358,7 @@ class StepRunner:
     def _stopped(self, run_id: str | None) -> bool:
         return self.control is not None and run_id in self.control.stopped
 
-    async def _process_async(self, pm: PendingMessage, i: int, row: Row) -> None:
+    async def _process_async(self, step: AsyncStep[Any], pm: PendingMessage, i: int, row: Row) -> None:
         async with self._semaphore:
             if self._stopped(pm.run_id):
                 # Rows queued behind the in-flight cap when the stop arrives cost nothing.
@@ -368,7 +368,7 @@ class StepRunner:
             self._in_flight += 1
             started = self.clock()
             try:
-                result = await self.step.process_row_async(dict(row))
+                result = await step.process_row_async(dict(row))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

@@ -25,7 +25,7 @@ class InputRecord:
     partition: int
     offset: int
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
     @property
     def source(self) -> tuple[str, int, int]:
