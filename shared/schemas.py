@@ -24,11 +24,18 @@ def _schemas_dir() -> Traversable:
 SCHEMAS_DIR = _schemas_dir()
 
 
+def _file(relpath: str) -> Traversable:
+    path = Path(relpath)
+    if path.is_absolute():  # taken as it is, as pathlib's `/` did before the schemas were package data
+        return path
+    # One segment at a time: not every Traversable (a zipped package's) takes "a/b" in one step.
+    return SCHEMAS_DIR.joinpath(*path.parts)
+
+
 @cache
 def _load(relpath: str) -> dict[str, Any]:
-    # One segment at a time: not every Traversable (a zipped package's) takes "a/b" in one step.
     # A missing file raises FileNotFoundError (shared.step relies on it).
-    record: dict[str, Any] = json.loads(SCHEMAS_DIR.joinpath(*relpath.split("/")).read_text(encoding="utf-8"))
+    record: dict[str, Any] = json.loads(_file(relpath).read_text(encoding="utf-8"))
     return record
 
 
