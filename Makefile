@@ -27,11 +27,13 @@ test: install
 	# $(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
 
-# The fast loop: the broker-free tests on two workers, less the real-time ones (marker `slow`), the
-# fuzz test at 1,000 examples instead of 10,000 (tests/fast_profile.py), and the branch coverage
-# of the runtime (shared/runtime). `make test` runs all of them in full.
+# The fast loop: the broker-free tests less the real-time ones (marker `slow`), the fuzz test at
+# 1,000 examples instead of 10,000, and the branch coverage of the runtime (shared/runtime) by its
+# own tests (tests/fast_loop.py). `make test` runs all of them in full. One process: two xdist
+# workers doubled the CPU time (~25 -> ~52 s user on services+runtime+fuzz) and were slower
+# on this shared 2-core machine.
 test-fast: install
-	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka and not slow" -n 2 -p tests.fast_profile --hypothesis-profile=fast \
+	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka and not slow" -p tests.fast_loop --hypothesis-profile=fast \
 		--cov=shared/runtime --cov-branch --cov-report=term
 
 # mypy --strict over shared, services and fastdistill (settings in pyproject.toml).

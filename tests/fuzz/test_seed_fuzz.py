@@ -28,7 +28,7 @@ from fastdistill.plan import PipelinePlan
 from services.seeds.model import Seed
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, MAX_RAW_BYTES, RecordOrigin
-from tests.fast_profile import FAST
+from tests.fast_loop import FAST
 from tests.fuzz.malformed import (
     CSV_COLUMNS,
     REPO,
@@ -40,7 +40,7 @@ from tests.fuzz.malformed import (
     valid_seeds,
 )
 
-# 5,000 examples in `make test`; the fast loop's profile (`make test-fast`, tests/fast_profile.py)
+# 5,000 examples in `make test`; the fast loop's profile (`make test-fast`, tests/fast_loop.py)
 # runs a tenth of them.
 EXAMPLES = 500 if settings.get_current_profile_name() == FAST else 5_000
 PLAN = PipelinePlan.build(PipelineSpec.load(REPO / "examples/text2sql/pipeline.yaml"))
