@@ -110,7 +110,8 @@ def test_the_example_runs_from_the_wheel_and_is_released(
     released = json.loads(status.read_text())
     run_dir = status.parent
     assert released["gate"]["passed"] is True
-    rows = [json.loads(line) for line in (run_dir / spec.final_stage / "data.jsonl").read_text().splitlines()]
+    dataset = run_dir / spec.primary_leaf / "data.jsonl"
+    rows = [json.loads(line) for line in dataset.read_text().splitlines()]
     # The rows the checkout computes in process, without Kafka: the wheel's steps, schemas and
     # example database gave the same dataset.
     expected = compute(spec, example / "seeds.jsonl", SimConfig(seeds_path=example / "seeds.jsonl"))
