@@ -28,7 +28,7 @@ test: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 # The fast loop: the broker-free tests less the real-time ones (marker `slow`), the fuzz test at
-# 1,000 examples instead of 10,000, and the branch coverage of the runtime (shared/runtime) by its
+# 500 examples instead of 5,000, and the branch coverage of the runtime (shared/runtime) by its
 # own tests (tests/fast_loop.py). `make test` runs all of them in full. One process: two xdist
 # workers doubled the CPU time (~25 -> ~52 s user on services+runtime+fuzz) and were slower
 # on this shared 2-core machine.

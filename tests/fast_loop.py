@@ -1,7 +1,7 @@
 """The pytest plugin of `make test-fast` (`-p tests.fast_loop --hypothesis-profile=fast`).
 
 - The Hypothesis profile `fast`: as in the full suite (no deadline: see conftest.py), and the
-  fuzz test reads the profile's name to run 1,000 examples instead of 10,000
+  fuzz test reads the profile's name to run 500 examples instead of 5,000
   (tests/fuzz/test_seed_fuzz.py). A plugin rather than conftest.py because the profile must
   exist before Hypothesis' pytest plugin loads it at configure time.
 - The branch coverage printed is that of the runtime (shared/runtime) by its own tests
