@@ -270,8 +270,8 @@ class CoordinatorService:
             records.append(OutputRecord(self.spec.control_topic, stop, run_id))
         for run_id in sorted(self.dirty):
             state = self.runs[run_id]
-            value = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
-            records.append(OutputRecord(self.spec.runs_topic, value.encode(), run_id))
+            snapshot = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
+            records.append(OutputRecord(self.spec.runs_topic, snapshot.encode(), run_id))
             if state.verdict is not None:
                 verdict = json.dumps({"run_id": run_id, **state.verdict}).encode()
                 records.append(OutputRecord(self.spec.gates_topic, verdict, run_id))

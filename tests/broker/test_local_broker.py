@@ -13,7 +13,6 @@ from fastdistill.dev import local_broker
 from fastdistill.local_stack import free_port_pair
 from shared.config import KafkaSettings
 from shared.kafka import clients
-from tests.broker.ports import free_port_pair
 
 pytestmark = pytest.mark.kafka
 

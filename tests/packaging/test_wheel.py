@@ -23,8 +23,8 @@ import yaml
 
 from fastdistill.dev import local_broker
 from fastdistill.dev.teacher_sim.server import SimConfig
+from fastdistill.local_stack import free_port_pair
 from shared.pipeline import PipelineSpec
-from tests.broker.ports import free_port_pair
 from tests.e2e.expected import compute
 
 pytestmark = pytest.mark.kafka
