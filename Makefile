@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench chaos clean
+.PHONY: install run test test-fast typecheck lint-imports lint bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,27 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The fast loop: the broker-free tests less the real-time ones (marker `slow`), the fuzz test at
+# 500 examples instead of 5,000, and the branch coverage of the runtime (shared/runtime) by its
+# own tests (tests/fast_loop.py). `make test` runs all of them in full. One process: two xdist
+# workers doubled the CPU time (~25 -> ~52 s user on services+runtime+fuzz) and were slower
+# on this shared 2-core machine.
+test-fast: install
+	$(BIN)/pytest -q -p no:cacheprovider -m "not kafka and not slow" -p tests.fast_loop --hypothesis-profile=fast \
+		--cov=shared/runtime --cov-branch --cov-report=term
+
+# mypy --strict over shared, services and fastdistill (settings in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
+
+# The layering contracts of pyproject.toml ([tool.importlinter]).
+lint-imports: install
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python -m bench

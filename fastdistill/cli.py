@@ -548,6 +548,23 @@ def _unreachable(bootstrap_servers: str) -> str | None:
     return ", ".join(sorted(set(errors))).lower() or None
 
 
+@app.command()
+def example(
+    name: Annotated[str, typer.Argument(help="text2sql")],
+    dest: Annotated[Path, typer.Argument(help="copied to DEST/examples/NAME")] = Path("."),
+) -> None:
+    """Copy a shipped example (pipeline, seeds, data) out of the package, to run it from DEST."""
+    from fastdistill.examples import copy_example
+
+    try:
+        folder = copy_example(name, dest)
+    except (ValueError, FileExistsError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"example {name} in {folder}; run it with:")
+    print(f"cd {dest} && fastdistill up --seeds examples/{name}/seeds.jsonl --exit-when-done")
+
+
 def main() -> None:
     app()
 

@@ -205,7 +205,7 @@ class PipelinePlan:
 
     def seed_model(self) -> type[BaseModel]:
         model = _import(self.spec.seed_model)
-        assert issubclass(model, BaseModel)
+        assert isinstance(model, type) and issubclass(model, BaseModel), f"{self.spec.seed_model} is no model"
         return model
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,12 +57,22 @@ def replay_headers(replay_of: str, from_step: str) -> list[tuple[str, bytes]]:
     return [(REPLAY_OF, replay_of.encode()), (FROM_STEP, from_step.encode())]
 
 
-def replay_origin(headers: list[tuple[str, bytes | None]] | None) -> tuple[str, str] | None:
-    """(original run, step replayed from) of a record a replay produced, else None."""
-    found = {name: value for name, value in headers or () if value is not None}
+def replay_origin(
+    headers: Mapping[str, str | bytes | None] | Sequence[tuple[str, str | bytes | None]] | None,
+) -> tuple[str, str] | None:
+    """(original run, step replayed from) of a record a replay produced, else None.
+
+    Takes every shape confluent-kafka types headers with; a consumed message has (name, bytes) pairs.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers or ()
+    found = {name: _text(value) for name, value in pairs if value is not None}
     if REPLAY_OF not in found or FROM_STEP not in found:
         return None
-    return found[REPLAY_OF].decode(errors="replace"), found[FROM_STEP].decode(errors="replace")
+    return found[REPLAY_OF], found[FROM_STEP]
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode(errors="replace")
 
 
 def changed_step(plan: PipelinePlan, lineages: dict[str, list[str]]) -> str | None:
@@ -118,17 +129,18 @@ def read_run(
             for msg in consumer.consume(num_messages=500, timeout=0.5):
                 if msg.error() is not None:
                     continue
+                partition = clients.position(msg)[1]
                 try:
                     _, record = serde.decode(msg.value(), expect=schema)
                 except UndecodableMessage:
                     continue  # dead-lettered by the step reading the topic; not part of any run
                 if record.get("run_id") != run_id:
                     continue
-                records.append((msg.partition(), record))
+                records.append((partition, record))
                 marker = record["end_of_run"]
                 if marker is not None:
                     tracker.observe(
-                        run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
+                        run_id, partition, marker["source_partition"], marker["source_partitions"]
                     )
         return records
     finally:

@@ -54,8 +54,9 @@ def _early_stop(early: dict[str, Any] | None) -> str | None:
 
 def _verdict(state: dict[str, Any]) -> str:
     verdict = state.get("verdict")
-    if state["status"] == "running" or verdict is None:
-        return state["status"]
+    status: str = state["status"]
+    if status == "running" or verdict is None:
+        return status
     if verdict["passed"]:
         return "gate PASSED"
     return "gate FAILED: " + "; ".join(verdict["failures"])

@@ -1,4 +1,8 @@
-"""Locating and loading the Avro schemas kept in the repository's `schemas/` folder."""
+"""Locating and loading the Avro schemas of the `schemas` package (the top-level `schemas/` folder).
+
+They are package data, so a wheel install finds them as well as an editable one;
+`FD_SCHEMAS_DIR` points at a folder of one's own instead.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,33 @@ import copy
 import json
 import os
 from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-# The project is installed editable (also in the image), so `schemas/` sits beside `shared/`.
-SCHEMAS_DIR = Path(os.environ.get("FD_SCHEMAS_DIR", Path(__file__).resolve().parents[1] / "schemas"))
+
+def _schemas_dir() -> Traversable:
+    override = os.environ.get("FD_SCHEMAS_DIR")
+    return Path(override) if override else files("schemas")
+
+
+SCHEMAS_DIR = _schemas_dir()
+
+
+def _file(relpath: str) -> Traversable:
+    path = Path(relpath)
+    if path.is_absolute():  # taken as it is, as pathlib's `/` did before the schemas were package data
+        return path
+    # One segment at a time: not every Traversable (a zipped package's) takes "a/b" in one step.
+    return SCHEMAS_DIR.joinpath(*path.parts)
 
 
 @cache
 def _load(relpath: str) -> dict[str, Any]:
-    with open(SCHEMAS_DIR / relpath, encoding="utf-8") as fh:
-        return json.load(fh)
+    # A missing file raises FileNotFoundError (shared.step relies on it).
+    record: dict[str, Any] = json.loads(_file(relpath).read_text(encoding="utf-8"))
+    return record
 
 
 def load_avsc(relpath: str) -> dict[str, Any]:

@@ -1,7 +1,11 @@
 """A real single-node Apache Kafka (KRaft) from Maven Central jars, for machines without Docker.
 
-Jars land in `.cache/kafka/lib` (fetched once by Maven from `broker/pom.xml`); each port has
-its own data folder `.cache/kafka/data-<port>`, so stopping and starting keeps topics.
+Jars land in `<cache>/kafka/lib` (fetched once by Maven from `broker/pom.xml` beside this
+module, package data like the log4j config and the server template); each port has its own
+data folder `<cache>/kafka/data-<port>`, so stopping and starting keeps topics. `<cache>` is
+`FD_CACHE_DIR` if set, else `.cache` of the source checkout, else (installed from a wheel)
+`$XDG_CACHE_HOME/fastdistill` (`~/.cache/fastdistill`): per user, not per working directory,
+because a port's broker and its lock file are one per machine whichever folder started it.
 Several processes (parallel test sessions, the CLI) may call `up()` at once: a lock file per
 port makes them share one broker instead of racing to start two.
 
@@ -29,10 +33,20 @@ from pathlib import Path
 import psutil
 from confluent_kafka.admin import AdminClient
 
-REPO = Path(__file__).resolve().parents[2]
-BROKER_DIR = REPO / "broker"
+BROKER_DIR = Path(__file__).resolve().parent / "broker"
+
+
+def _cache_root() -> Path:
+    if os.environ.get("FD_CACHE_DIR"):
+        return Path(os.environ["FD_CACHE_DIR"])
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / ".cache"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fastdistill"
+
+
 # Absolute: the path is part of a broker's identity (its command line names its data folder).
-CACHE = Path(os.environ.get("FD_CACHE_DIR", REPO / ".cache")).absolute() / "kafka"
+CACHE = _cache_root().absolute() / "kafka"
 LIB = CACHE / "lib"
 DEFAULT_PORT = 19092
 # A small heap and C1-only JIT: a test broker starts in ~3 s and idles near 200 MB RSS.

@@ -177,7 +177,7 @@ class CoordinatorService:
 
     # -- input ---------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
-        topic = msg.topic()
+        topic, partition, _ = clients.position(msg)  # group.consume hands over no error events
         if topic == self.spec.control_topic:
             record = control.parse(msg.value())
             if record is not None and record["limit"] is not None:
@@ -212,18 +212,19 @@ class CoordinatorService:
             if marker is None:
                 state.add_rows(stage, record["rows"], self.released_columns[stage])
             else:
-                state.add_marker(stage, msg.partition(), marker)
+                state.add_marker(stage, partition, marker)
 
     def _dead_letter(self, msg: Message, exc: UndecodableMessage) -> None:
         """Nobody else reads these topics; the record goes out in the next transaction."""
-        log.warning("coordinator dead-letters %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        source = clients.position(msg)
+        log.warning("coordinator dead-letters %s[%s]@%s: %s", *source, exc)
         self.dead_letters.append(
             dead_letter(
                 step="coordinator",
                 error_type=type(exc).__name__,
                 error_message=str(exc),
                 raw=msg.value() or b"",
-                source=(msg.topic(), msg.partition(), msg.offset()),
+                source=source,
             )
         )
 
@@ -275,8 +276,8 @@ class CoordinatorService:
             records.append(OutputRecord(self.spec.control_topic, stop, run_id))
         for run_id in sorted(self.dirty):
             state = self.runs[run_id]
-            value = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
-            records.append(OutputRecord(self.spec.runs_topic, value.encode(), run_id))
+            snapshot = json.dumps(state.public() | {"snapshot": state.to_json()}, sort_keys=True)
+            records.append(OutputRecord(self.spec.runs_topic, snapshot.encode(), run_id))
             if state.verdict is not None:
                 verdict = json.dumps({"run_id": run_id, **state.verdict}).encode()
                 records.append(OutputRecord(self.spec.gates_topic, verdict, run_id))

@@ -116,10 +116,12 @@ class SinkService:
 
     # -- data ----------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
-        if msg.error() is not None:
-            if msg.error().fatal():
-                raise RuntimeError(str(msg.error()))
+        err = msg.error()
+        if err is not None:
+            if err.fatal():
+                raise RuntimeError(str(err))
             return
+        _, partition, offset = clients.position(msg)
         try:
             schema, record = self.serde.decode(msg.value(), expect=self.schema)
             if schema != self.schema:
@@ -135,24 +137,23 @@ class SinkService:
         run = self.runs.get(run_id)
         if run is None:
             run = self.runs[run_id] = OpenRun(run_id, StagedRows(self.staging / run_id))
-        run.first_offsets.setdefault(msg.partition(), msg.offset())
+        run.first_offsets.setdefault(partition, offset)
         marker = record["end_of_run"]
         if marker is not None:
-            self.tracker.observe(
-                run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
-            )
+            self.tracker.observe(run_id, partition, marker["source_partition"], marker["source_partitions"])
             return
-        run.staged.append(msg.partition(), record["rows"])
+        run.staged.append(partition, record["rows"])
         run.rows += len(record["rows"])
 
     def _dead_letter(self, msg: Message, exc: UndecodableMessage) -> None:
-        log.warning("sink dead-letters %s[%s]@%s: %s", msg.topic(), msg.partition(), msg.offset(), exc)
+        source = clients.position(msg)
+        log.warning("sink dead-letters %s[%s]@%s: %s", *source, exc)
         record = dead_letter(
             step="sink",
             error_type=type(exc).__name__,
             error_message=str(exc),
             raw=msg.value() or b"",
-            source=(msg.topic(), msg.partition(), msg.offset()),
+            source=source,
         )
         clients.produce(self.dlq, self.spec.dlq_topic, self.serde.encode(DEAD_LETTER_SCHEMA, record), None)
         metrics.DLQ_RECORDS.labels(step="sink", error_type=record["error_type"]).inc()
@@ -175,10 +176,11 @@ class SinkService:
 
     # -- release -------------------------------------------------------------------------------
     def _on_verdict(self, msg: Message) -> None:
-        if msg.error() is not None or msg.value() is None:
+        value = msg.value()
+        if msg.error() is not None or value is None:
             return
         try:
-            verdict = json.loads(msg.value())
+            verdict = json.loads(value)
             self.verdicts[verdict["run_id"]] = verdict | {"passed": bool(verdict["passed"])}
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             # Re-read from the start at every restart, so a dead letter here would repeat: logged only.

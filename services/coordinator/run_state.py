@@ -252,7 +252,7 @@ class RunState:
         if self.verdict is None:
             return {}
         metrics = self.stages[self._final].quality.metrics()
-        return {name: float(value) for name, value in metrics.items() if value is not None}
+        return {name: float(value) for name, value in metrics.items() if isinstance(value, int | float)}
 
     def started_ms(self) -> int | None:
         firsts = [

@@ -151,7 +151,8 @@ class StagedRows:
         if reader is None:
             reader = self._readers[file] = open(self._paths[file], "rb")  # noqa: SIM115 - closed in write_dataset
         reader.seek(self._offsets[i])
-        return json.loads(reader.readline())
+        row: dict[str, Any] = json.loads(reader.readline())
+        return row
 
     def write_dataset(
         self,
@@ -310,7 +311,7 @@ def _row_group(
     return pa.Table.from_batches(batches, schema=schema).combine_chunks()
 
 
-def _arrow_column(values: list[Any], arrow_type: pa.DataType, as_json: bool) -> pa.Array:
+def _arrow_column(values: list[Any], arrow_type: pa.DataType, as_json: bool) -> pa.Array[Any]:
     if as_json:
         values = [None if v is None else canonical_json(v) for v in values]
     elif arrow_type == pa.float64():

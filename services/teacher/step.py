@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-import httpx
+import httpx2
 import openai
 import pydantic
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
@@ -286,7 +286,7 @@ class TeacherStep(AsyncStep[TeacherParams]):
                 # As many idle connections kept as requests may be in flight: the default keeps
                 # 100, so above that every request beyond opens (and later drops) a connection.
                 http_client=DefaultAsyncHttpxClient(
-                    limits=httpx.Limits(
+                    limits=httpx2.Limits(
                         max_connections=None, max_keepalive_connections=self.params.max_concurrency
                     ),
                     timeout=self.params.request_timeout_s,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TypedDict
 
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from shared.config import KafkaSettings
 
@@ -111,20 +113,40 @@ def partition_count(client: AdminClient | Consumer | Producer, topic: str, timeo
     return len(meta.partitions)
 
 
+def position(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message that is not an error event.
+
+    confluent-kafka types each of them optional because an error event may lack them; a data
+    message always has all three, so a missing one is a bug to stop on, not a value to pass on.
+    """
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError(f"message without a position (error: {msg.error()})")
+    return topic, partition, offset
+
+
+class _ProduceArgs(TypedDict, total=False):
+    # Only what the caller set is passed on: librdkafka's defaults stay in charge of the rest.
+    value: bytes | None
+    key: str | None
+    partition: int
+    headers: list[tuple[str, str | bytes | None]]
+
+
 def produce(
     producer: Producer,
     topic: str,
-    value: bytes,
+    value: bytes | None,
     key: str | None,
     partition: int | None = None,
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     """`produce`, waiting for room in librdkafka's queue instead of failing when it is full."""
-    kwargs: dict[str, object] = {"value": value, "key": key}
+    kwargs: _ProduceArgs = {"value": value, "key": key}
     if partition is not None:
         kwargs["partition"] = partition
     if headers:
-        kwargs["headers"] = headers
+        kwargs["headers"] = list(headers)
     while True:
         try:
             producer.produce(topic, **kwargs)

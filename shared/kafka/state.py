@@ -85,10 +85,11 @@ def read_compacted(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -
                     raise RuntimeError(f"reading state topic {topic}: {err}")
                 # Our keys are text; a foreign binary key is kept escaped for the reader to reject.
                 key = (msg.key() or b"").decode("utf-8", "backslashreplace")
-                if msg.value() is None:
+                value = msg.value()
+                if value is None:
                     data.pop(key, None)
                 else:
-                    data[key] = msg.value()
+                    data[key] = value
         return data
     finally:
         reader.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import cast
 
 from confluent_kafka import KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
@@ -107,5 +108,7 @@ def _record(msg: Message) -> InputRecord:
         msg.partition() or 0,
         msg.offset() or 0,
         msg.value(),
-        tuple(msg.headers() or ()),
+        # librdkafka hands a consumed message's headers as (name, bytes or None) pairs; the wider
+        # type confluent-kafka declares also covers what a producer may be given (a dict, str values).
+        tuple(cast("list[tuple[str, bytes | None]]", msg.headers() or [])),
     )

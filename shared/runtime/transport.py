@@ -25,7 +25,7 @@ class InputRecord:
     partition: int
     offset: int
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
     @property
     def source(self) -> tuple[str, int, int]:
@@ -33,7 +33,7 @@ class InputRecord:
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers:
-            if key == name:
+            if key == name and value is not None:  # a header without a value says nothing
                 return value.decode(errors="replace")
         return None
 

@@ -49,6 +49,7 @@ def test_broker_down_is_said_in_seconds(args: list[str]) -> None:
     assert "fastdistill dev broker up" in lines[-1]
 
 
+@pytest.mark.slow
 def test_a_listener_that_is_no_broker_is_said_in_seconds() -> None:
     """TCP accepts, Kafka never answers: the metadata request's own short timeout decides."""
     with socket.socket() as silent:

@@ -67,6 +67,7 @@ def test_the_shim_runs_from_the_checkout_root_and_says_when_nothing_is_installed
     assert done.returncode == 127 and "make install" in done.stderr
 
 
+@pytest.mark.slow
 def test_editable_install_prints_no_warning(tmp_path: Path) -> None:
     """What `make install` runs (a fresh venv, pip upgraded, `pip install -q -e .`), without the
     dependencies. (pip before 24 hid the build backend's warnings; the upgraded one shows them.)"""

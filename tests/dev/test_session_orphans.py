@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,6 +55,7 @@ def _session(folder: Path, test_code: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_a_session_that_leaks_a_process_fails_and_kills_it(tmp_path: Path) -> None:
     started = time.monotonic()
     done = _session(tmp_path, LEAK)

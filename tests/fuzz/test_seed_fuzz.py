@@ -28,6 +28,7 @@ from fastdistill.plan import PipelinePlan
 from services.seeds.model import Seed
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, MAX_RAW_BYTES, RecordOrigin
+from tests.fast_loop import FAST
 from tests.fuzz.malformed import (
     CSV_COLUMNS,
     REPO,
@@ -39,6 +40,9 @@ from tests.fuzz.malformed import (
     valid_seeds,
 )
 
+# 5,000 examples in `make test`; the fast loop's profile (`make test-fast`, tests/fast_loop.py)
+# runs a tenth of them.
+EXAMPLES = 500 if settings.get_current_profile_name() == FAST else 5_000
 PLAN = PipelinePlan.build(PipelineSpec.load(REPO / "examples/text2sql/pipeline.yaml"))
 SERDE = PLAN.serde()
 VALID = valid_seeds()
@@ -95,7 +99,7 @@ def _seed_file(rng: random.Random, fmt: str) -> SeedFileWriter:
     return file
 
 
-@settings(max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rng=st.randoms(use_true_random=False), fmt=st.sampled_from(["jsonl", "csv"]))
 def test_every_malformed_seed_is_one_dead_letter_with_its_bytes_and_line(
     tmp_path_factory: Any, rng: random.Random, fmt: str

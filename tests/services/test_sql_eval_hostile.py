@@ -214,6 +214,7 @@ RUNAWAY = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize(("sql", "verdict"), RUNAWAY, ids=[f"runaway{i}" for i in range(len(RUNAWAY))])
 def test_runaway_query_is_a_verdict(step: SqlEvalStep, sql: str, verdict: str, role: str) -> None:
@@ -235,6 +236,7 @@ def test_memory_verdict_measured_under_the_default_cap(tmp_path: Path) -> None:
     step.close()
 
 
+@pytest.mark.slow
 def test_timed_out_worker_is_replaced_and_its_peak_read_before_the_kill(step: SqlEvalStep) -> None:
     _verdict(step, "SELECT 1", "teacher")
     pool = _pool(step)

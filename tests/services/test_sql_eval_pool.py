@@ -332,6 +332,7 @@ def test_workers_die_with_their_service(db: str) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_limits_too_small_fail_at_start_not_per_row(db: str, tmp_path: Path) -> None:
     # The step's open() runs this once: a worker whose SQLite heap cannot even hold the schema
     # (2,000 tables of 50 columns: several MB parsed) stops the service at start.

@@ -153,6 +153,7 @@ def test_generations_match_the_answer_book(tmp_path: Path, seeds: Path) -> None:
     assert _metric("fd_teacher_tokens_total", model="sim-correct", kind="completion") > 0
 
 
+@pytest.mark.slow
 def test_faults_are_retried_and_every_row_succeeds_or_raises(tmp_path: Path, seeds: Path) -> None:
     config = SimConfig(seeds_path=seeds, latency="fixed:20", fault_rate=0.3, timeout_sleep_s=3)
     with sim_process(tmp_path, config) as sim:
@@ -200,6 +201,7 @@ def test_client_errors_are_not_retried(tmp_path: Path, seeds: Path) -> None:
     assert _metric("fd_teacher_requests_total", model="sim-404", outcome="http_4xx") == 1
 
 
+@pytest.mark.slow
 def test_rate_limits_lower_the_concurrency_limit(tmp_path: Path, seeds: Path) -> None:
     config = SimConfig(
         seeds_path=seeds,
@@ -291,6 +293,7 @@ def _window_mean_inflight(before: dict[str, Any], after: dict[str, Any]) -> floa
     return (after["inflight_area_s"] - before["inflight_area_s"]) / busy
 
 
+@pytest.mark.slow
 def test_fixed_latency_keeps_32_requests_in_flight(tmp_path: Path, seeds: Path) -> None:
     with sim_process(tmp_path, SimConfig(seeds_path=seeds, latency="fixed:200")) as sim:
         step = TeacherStep(model="sim-fixed", base_url=sim.base_url, max_concurrency=32)
@@ -310,6 +313,7 @@ def test_fixed_latency_keeps_32_requests_in_flight(tmp_path: Path, seeds: Path) 
     assert after["max_inflight"] == 32
 
 
+@pytest.mark.slow
 def test_lognormal_slow_rows_do_not_hold_the_others(tmp_path: Path, seeds: Path) -> None:
     n, limit = 640, 32
     with sim_process(tmp_path, SimConfig(seeds_path=seeds, latency="lognormal:200:1.0")) as sim:

@@ -231,7 +231,7 @@ class _StatsCollector:
 def create_app(config: SimConfig) -> web.Application:
     sim = _Sim(config)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_StatsCollector(sim.stats))  # type: ignore[arg-type]
+    registry.register(_StatsCollector(sim.stats))
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
