@@ -413,6 +413,13 @@ def up(
     workdir: Annotated[Path, typer.Option(help="logs of the local processes")] = Path(".cache/stack"),
     timeout_s: Annotated[float, typer.Option(help="how long to wait for the run's verdict")] = 900,
     prometheus_port: Annotated[int, typer.Option(help="local Prometheus, if installed; 0 = none")] = 9090,
+    chain: Annotated[
+        bool,
+        typer.Option(
+            help="operator chaining: consecutive synchronous steps share one process (the pipeline "
+            "as if it said `chain: auto`)"
+        ),
+    ] = False,
 ) -> None:
     """The whole pipeline locally: broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics, the
     teacher simulator (unless OPENAI_BASE_URL is set), every service as a process, and Prometheus
@@ -432,6 +439,15 @@ def up(
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Everything is checked before a topic is created or a process started.
     path, spec, _ = _load_plan(pipeline)
+    if chain and spec.chain == "none":
+        # The services read the pipeline from a file: they get a copy that chains.
+        import yaml
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        chained = workdir / f"{path.stem}.chained.yaml"
+        raw = yaml.safe_load(path.read_text())
+        chained.write_text(yaml.safe_dump(raw | {"chain": "auto"}, sort_keys=False))
+        path, spec, _ = _load_plan(chained)
     if seeds is not None and not seeds.is_file():
         console.print(f"[red]{seeds}:[/] no such seed file")
         raise typer.Exit(2)

@@ -144,11 +144,17 @@ class LocalStack:
         return url
 
     def add_pipeline_services(self, with_coordinator: bool = True) -> list[str]:
+        """Every step service (one per chain of steps when the pipeline chains them), the sink
+        and the coordinator."""
+        from fastdistill.plan import PipelinePlan
+
+        spec = self.spec
         names = []
-        for step in self.spec.steps:
-            for i in range(step.instances):
-                name = step.id if step.instances == 1 else f"{step.id}-{i}"
-                self.add(name, self.cli("serve", step.id))
+        for service in PipelinePlan.build(spec).services:
+            instances = spec.step(service).instances
+            for i in range(instances):
+                name = service if instances == 1 else f"{service}-{i}"
+                self.add(name, self.cli("serve", service))
                 names.append(name)
         names.append(self.add("sink", self.cli("serve", "sink")).name)
         if with_coordinator:

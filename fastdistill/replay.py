@@ -77,10 +77,15 @@ def _text(value: str | bytes) -> str:
 
 def changed_step(plan: PipelinePlan, lineages: dict[str, list[str]]) -> str | None:
     """The first step (in stage order) whose signature is not the last of the lineage its own
-    stage's records carry (`lineages`: stage -> a lineage read there); None: none changed."""
+    stage's records carry (`lineages`: stage -> a lineage read there); None: none changed. A step
+    inside an operator chain whose topic is not written is looked for in its chain's last stage."""
     for step_id in plan.spec.topological_order():
-        lineage = lineages.get(step_id)
-        if not lineage or lineage[-1] != plan.steps[step_id].signature():
+        signature = plan.steps[step_id].signature()
+        if plan.written(step_id):
+            lineage = lineages.get(step_id)
+            if not lineage or lineage[-1] != signature:
+                return step_id
+        elif signature not in lineages.get(plan.chain_of(step_id)[-1], []):
             return step_id
     return None
 
@@ -157,6 +162,8 @@ def resolve_step(
         return from_step
     lineages: dict[str, list[str]] = {}
     for stage in spec.topological_order():
+        if not plan.written(stage):
+            continue
         first = read_run(kafka, serde, spec.topic(stage), plan.schema_name(stage), replay_of, first_only=True)
         if first:
             lineages[stage] = list(first[0][1]["lineage"])
@@ -188,6 +195,10 @@ def replay_run(
     if new_run in states:
         raise ReplayError(f"run {new_run} exists already")
     step = resolve_step(plan, kafka, serde, replay_of, from_step)
+    if not all(plan.written(stage) for stage in spec.replay_stages(step)[0]):
+        # Inside an operator chain the stages before `step` have no topic to replay from: the
+        # chain starts again at its first step (the steps before `step` recompute, deterministically).
+        step = plan.chain_of(step)[0]
     sources, _ = spec.replay_stages(step)
     originals = {
         stage: read_run(kafka, serde, spec.topic(stage), plan.schema_name(stage), replay_of)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -103,6 +104,12 @@ class Pipeline:
                 return state
             time.sleep(0.5)
         raise TimeoutError(f"run {run_id} not {status} after {timeout_s}s")
+
+    def teacher_requests(self) -> int:
+        """Requests the teacher simulator has answered so far (its /stats)."""
+        url = self.stack.env["OPENAI_BASE_URL"].removesuffix("/v1") + "/stats"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return int(json.load(resp)["requests"])
 
     def dataset(self, run_id: str, folder: str | None = None) -> list[dict[str, Any]]:
         path = run_dir(self.spec, run_id) / (folder or self.spec.primary_leaf) / "data.jsonl"

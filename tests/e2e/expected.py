@@ -29,6 +29,8 @@ class Expected:
     rows: dict[int, Row]
     #: stage -> source indices of the rows that step dropped
     dropped: dict[str, set[int]] = field(default_factory=dict)
+    #: stage -> the rows on that stage's topic
+    stage_rows: dict[str, list[Row]] = field(default_factory=dict)
 
     @property
     def accepted(self) -> int:
@@ -51,6 +53,7 @@ def compute(spec: PipelineSpec, seeds: Path, sim: SimConfig) -> Expected:
         expected.dropped[step_id] = {r["source_index"] for r, o in zip(rows, out, strict=True) if o is None}
         rows = [o for o in out if o is not None]
         expected.counts[step_id] = len(rows)
+        expected.stage_rows[step_id] = rows
     expected.rows = {r["source_index"]: r for r in rows}
     return expected
 

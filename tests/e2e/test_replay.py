@@ -12,9 +12,7 @@ by rewriting the pipeline YAML and restarting that one service, as an operator w
 
 from __future__ import annotations
 
-import json
 import signal
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -50,12 +48,6 @@ def original(pipe: Pipeline) -> str:
     return run_id
 
 
-def _teacher_requests(pipe: Pipeline) -> int:
-    url = pipe.stack.env["OPENAI_BASE_URL"].removesuffix("/v1") + "/stats"
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return int(json.load(resp)["requests"])
-
-
 def _replay(pipe: Pipeline, original: str, *options: str) -> tuple[str, dict[str, Any]]:
     """A replay through the CLI; its run id and, once released, its published state."""
     run_id = f"{original}.replay-{uuid.uuid4().hex[:6]}"
@@ -87,10 +79,10 @@ def _without(row: dict[str, Any], field: str) -> dict[str, Any]:
 
 
 def test_a_replay_with_nothing_changed_gives_identical_files(pipe: Pipeline, original: str) -> None:
-    requests = _teacher_requests(pipe)
+    requests = pipe.teacher_requests()
     run_id, state = _replay(pipe, original, "--from", "sql_eval")
 
-    assert _teacher_requests(pipe) == requests
+    assert pipe.teacher_requests() == requests
     final = pipe.spec.primary_leaf
     files = sorted(p.name for p in (run_dir(pipe.spec, original) / final).iterdir())
     assert files and files == sorted(p.name for p in (run_dir(pipe.spec, run_id) / final).iterdir())
@@ -116,10 +108,10 @@ def test_b_downstream_change_recomputes_downstream_without_paying(pipe: Pipeline
     # what `--from auto` picks: the first step whose own stage carries another signature
     assert resolve_step(plan, pipe.kafka, plan.serde(), original, "auto") == "keep_by_score"
 
-    requests = _teacher_requests(pipe)
+    requests = pipe.teacher_requests()
     run_id, state = _replay(pipe, original, "--from", "teacher")
 
-    assert _teacher_requests(pipe) == requests
+    assert pipe.teacher_requests() == requests
     assert state["replay"] == {"replay_of": original, "from_step": "teacher"}
     assert "hash" not in state["stages"] and state["stages"]["teacher"]["rows_in"] > 0
     before, after = _by_sample(pipe, original), _by_sample(pipe, run_id)
@@ -133,19 +125,19 @@ def test_b_downstream_change_recomputes_downstream_without_paying(pipe: Pipeline
 
 def test_c_teacher_change_pays_once_per_row_reaching_it(pipe: Pipeline, original: str) -> None:
     _reconfigure(pipe, "teacher", prompt_template=NEW_TEMPLATE)
-    requests = _teacher_requests(pipe)
+    requests = pipe.teacher_requests()
     run_id, state = _replay(pipe, original)  # --from auto: the teacher is the first step changed
 
     reaching = pipe.state(original)["stages"]["dedup"]["rows_out"]
-    assert _teacher_requests(pipe) - requests == reaching
+    assert pipe.teacher_requests() - requests == reaching
     assert state["replay"] == {"replay_of": original, "from_step": "teacher"}
     assert state["stages"]["teacher"]["rows_in"] == reaching
     assert len(pipe.dataset(run_id)) == RELEASED_ROWS
 
     # The new generations are cached under the new signature: the same replay again pays nothing.
-    requests = _teacher_requests(pipe)
+    requests = pipe.teacher_requests()
     again, _ = _replay(pipe, original)
-    assert _teacher_requests(pipe) == requests
+    assert pipe.teacher_requests() == requests
     assert pipe.dataset(again) == pipe.dataset(run_id)
 
 

@@ -54,9 +54,13 @@ class Harness:
         *,
         params: dict[str, Any] | None = None,
         before: list[dict[str, Any]] | None = None,
+        chain: list[list[str]] | None = None,
+        service: str = "s",
+        stats: bool = False,
         **options: Any,
     ) -> None:
-        """The runner of step `s` (`step`), reading the seeds or stages of `before` (only `s` runs)."""
+        """The runner of step `s` (`step`), reading the seeds or stages of `before` (only `s` runs);
+        with `chain`, the runner of the chain named `service` (its first step)."""
         settings = {
             k: options.pop(k)
             for k in ("pause_after_full_s", "max_message_bytes", "progress_stall_s", "lag_every_s")
@@ -69,6 +73,7 @@ class Harness:
                 "seed_schema": SEED_SCHEMA,
                 "seed_model": "tests.runtime.steps:TextSeed",
                 "steps": [*(before or []), {"id": "s", "step": step, "params": params or {}, **options}],
+                "chain": chain or "none",
             }
         )
         self.plan = PipelinePlan.build(spec)
@@ -79,17 +84,18 @@ class Harness:
             self.broker.create(spec.topic(stage), PARTITIONS)
         self.broker.create(spec.dlq_topic, PARTITIONS)
         self.broker.create(spec.progress_topic, 1)
-        self.wiring = self.plan.wiring("s")
+        self.wiring = self.plan.wiring(service)
         self.transport = MemoryTransport(self.broker, self.wiring.group_id, self.wiring.input_topics)
         self.control = StopAll()
         self.runner = StepRunner(
-            self.plan.steps["s"],
+            self.plan.service_steps(service),
             self.wiring,
             self.serde,
             self.transport,
             self.broker,
             RunnerSettings(instance_id="t", commit_interval_s=0.005, shutdown_grace_s=1.0, **settings),
             self.control,
+            stage_stats=self.plan.stage_stats if stats else None,
         )
         self._seq = 0
 
