@@ -68,6 +68,11 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
 
+    @property
+    def is_simulator(self) -> bool:
+        """A teacher simulator: started on its own, answers HTTP, has no /healthz."""
+        return "teacher-sim" in self.argv
+
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
@@ -133,14 +138,19 @@ class LocalStack:
         self.services[name] = svc
         return svc
 
-    def start_teacher_sim(self, seeds: Path, latency: str = "fixed:0", fault_rate: float = 0.0) -> str:
+    def start_teacher_sim(
+        self, seeds: Path, latency: str = "fixed:0", fault_rate: float = 0.0, name: str = SIM_NAME
+    ) -> str:
+        """A simulator process; its base URL. The first (named SIM_NAME) is the stack's default
+        teacher (OPENAI_BASE_URL); others serve steps that name them by `base_url`."""
         args = ["--seeds", str(seeds), "--latency", latency, "--fault-rate", str(fault_rate)]
-        svc = self.add(SIM_NAME, self.cli("teacher-sim", *args))
+        svc = self.add(name, self.cli("teacher-sim", *args))
         svc.argv += ["--port", str(svc.port)]
         svc.start()
         url = f"http://127.0.0.1:{svc.port}/v1"
         _wait_http(f"{url}/models", 30, svc)
-        self.env["OPENAI_BASE_URL"] = url
+        if name == SIM_NAME:
+            self.env["OPENAI_BASE_URL"] = url
         return url
 
     def add_pipeline_services(self, with_coordinator: bool = True) -> list[str]:
@@ -162,7 +172,7 @@ class LocalStack:
         return names
 
     def start(self, names: list[str] | None = None, wait_healthy_s: float = 180) -> None:
-        chosen = [self.services[n] for n in (names or list(self.services)) if n != SIM_NAME]
+        chosen = [s for n in (names or list(self.services)) if not (s := self.services[n]).is_simulator]
         for svc in chosen:
             if not svc.alive():
                 svc.env |= self.env

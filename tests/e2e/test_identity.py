@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import signal
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -47,21 +46,6 @@ def _requests(base_url: str) -> int:
         return int(json.load(resp)["requests"])
 
 
-def _start_second_sim(pipe: Pipeline) -> str:
-    svc = pipe.stack.add("teacher-sim-b", pipe.stack.cli("teacher-sim", "--seeds", str(SEEDS)))
-    svc.argv += ["--port", str(svc.port)]
-    svc.start()
-    url = f"http://127.0.0.1:{svc.port}/v1"
-    for _ in range(300):
-        try:
-            _requests(url)
-            return url
-        except OSError:
-            assert svc.alive(), svc.log_path.read_text()
-            time.sleep(0.1)
-    raise TimeoutError(f"second simulator at {url} did not answer")
-
-
 def _run(pipe: Pipeline, *options: str) -> str:
     run_id = f"cache-{uuid.uuid4().hex[:6]}"
     pipe.produce_all(SEEDS, run_id, *options)
@@ -76,7 +60,7 @@ def test_switching_the_endpoint_and_no_cache_send_requests_to_the_server(pipe: P
     assert reaching >= RELEASED_ROWS
     assert _requests(sim_a) == reaching
 
-    sim_b = _start_second_sim(pipe)
+    sim_b = pipe.stack.start_teacher_sim(SEEDS, name="teacher-sim-b")
     pipe.stack.env["OPENAI_BASE_URL"] = sim_b
     teacher = pipe.stack.services["teacher"]
     teacher.signal(signal.SIGTERM)
