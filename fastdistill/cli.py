@@ -224,6 +224,7 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     _, _, plan = _load_plan(pipeline)
     kafka = KafkaSettings()
     serde = plan.serde(RegistrySettings().client())
+    _tune_gc()
     if step == "sink":
         from fastdistill.services.sink import SinkService
 
@@ -245,6 +246,17 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     except StepFailed as exc:
         console.print(f"[red]FAIL_FAST:[/] {exc}")
         sys.exit(3)
+
+
+def _tune_gc() -> None:
+    """A service makes many short-lived objects per row while it holds long-lived ones (stores,
+    rows in flight): with the default gen-0 threshold (700) the collector ran every few hundred
+    rows and rescanned the survivors, 20% of the CPU of the CPU chain (broker-free measure: 145 ->
+    116 µs a row). What exists at start is frozen out of every scan."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 @app.command()

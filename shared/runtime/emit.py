@@ -164,9 +164,14 @@ class Emitter:
             return 0
         if not rows:
             return 0
-        groups: dict[int, list[Row]] = defaultdict(list)
-        for row in rows:
-            groups[self._output_partition(member, pm.partition, row)].append(row)
+        partitions = self.output_partitions[member.topic]
+        groups: dict[int, list[Row]]
+        if member.partition_by is None:
+            groups = {pm.partition % partitions: rows}  # the input partition's rows stay together
+        else:
+            groups = defaultdict(list)
+            for row in rows:
+                groups[zlib.crc32(str(row[member.partition_by]).encode()) % partitions].append(row)
         lineage = [*pm.lineage, *self.signatures[: k + 1]]
         rejected: list[tuple[Row, str, str]] = []
         for partition, group in sorted(groups.items()):
@@ -222,12 +227,6 @@ class Emitter:
             else:
                 good.append(row)
         return good, bad
-
-    def _output_partition(self, member: Member, input_partition: int, row: Row) -> int:
-        partitions = self.output_partitions[member.topic or ""]
-        if member.partition_by is None:
-            return input_partition % partitions
-        return zlib.crc32(str(row[member.partition_by]).encode()) % partitions
 
     def _dead_letter_record(self, record: dict[str, Any]) -> OutputRecord:
         metrics.DLQ_RECORDS.labels(step=record["step"], error_type=record["error_type"]).inc()

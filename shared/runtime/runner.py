@@ -393,36 +393,45 @@ class StepRunner:
             for i, row in enumerate(rows):
                 pm.tasks.append(asyncio.ensure_future(self._process_async(self.step, pm, i, row)))
             return
-        for i, row in enumerate(rows):
-            self._settle(pm, i, self._through(pm, row, 0))
-            if self.failure is not None:
-                return
+        self._process_sync(pm, rows)
 
-    def _through(self, pm: PendingMessage, row: Row, first: int) -> list[Row]:
-        """`row` through the service's steps from the `first`-th on (one step but in a chain),
-        each step's accounting on its own tally."""
-        rows = [row]
-        for k in range(first, len(self.steps)):
-            step, tally = self.steps[k], pm.tallies[k]
-            emitted: list[Row] = []
-            for one in rows:
-                tally.rows_in += 1
-                try:
-                    out = _normalise(step.process_row(one))
-                except Exception as exc:
-                    tally.errored += 1
-                    self._on_row_error(pm, self.w.members[k], one, exc)
-                    if self.failure is not None:
-                        return []
-                    continue
-                if not out:
-                    tally.dropped += 1
-                tally.rows_out += len(out)
-                emitted.extend(out)
-            if self._emitter is not None and self._emitter.keeps_rows(k):
-                tally.rows.extend(emitted)
-            rows = emitted
-        return rows
+    def _process_sync(self, pm: PendingMessage, rows: list[Row]) -> None:
+        """Every row of the message through the service's steps, a step at a time (one step, or a
+        chain), each step's accounting on its own tally. The hot path of a CPU step: one call
+        and one try per row, the tallies counted once per step."""
+        assert self._emitter is not None
+        slots: list[list[Row]] = [[row] for row in rows]
+        for k, (step, member) in enumerate(zip(self.steps, self.w.members, strict=True)):
+            process, tally = step.process_row, pm.tallies[k]
+            seen = out = dropped = errored = 0
+            for i, current in enumerate(slots):
+                emitted: list[Row] = []
+                for one in current:
+                    seen += 1
+                    try:
+                        result = process(one)
+                    except Exception as exc:
+                        errored += 1
+                        self._on_row_error(pm, member, one, exc)
+                        if self.failure is not None:
+                            return
+                        continue
+                    if result is None:
+                        dropped += 1
+                    elif type(result) is list:
+                        emitted += result
+                        dropped += not result
+                    else:
+                        emitted.append(result)  # type: ignore[arg-type]
+                out += len(emitted)
+                slots[i] = emitted
+            tally.rows_in, tally.rows_out, tally.dropped, tally.errored = seen, out, dropped, errored
+            if self._emitter.keeps_rows(k):
+                tally.rows = [row for slot in slots for row in slot]
+        pm.outputs = slots
+        pm.remaining = 0
+        pm.finished = self.clock()
+        metrics.BATCH_SECONDS.labels(**self._labels).observe(pm.finished - pm.started)
 
     def _stopped(self, run_id: str | None) -> bool:
         return self.control is not None and run_id in self.control.stopped
