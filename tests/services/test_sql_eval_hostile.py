@@ -359,3 +359,18 @@ def test_schema_reads_are_allowed(step: SqlEvalStep) -> None:
 
 def test_the_committed_database_was_not_used(db: Path) -> None:
     assert db != SHOP_DB
+
+
+def test_peak_rss_is_the_workers_own_not_its_forking_parents(db: Path) -> None:
+    # Regression (CI, full suite): getrusage's ru_maxrss survives execve, so a worker forked by a
+    # large process reported the parent's peak (1 GiB) as its own and every memory check failed.
+    ballast = bytearray(MEMORY_MB * 2 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touched: resident, not just reserved
+    instance = SqlEvalStep(db_path=str(db), memory_limit_mb=MEMORY_MB, heap_limit_mb=HEAP_MB)
+    try:
+        assert instance.process_row({"source_index": 0, "sql": "SELECT 1"}) is not None
+        assert instance._pool is not None
+        assert 0 < instance._pool.peak_rss_kb < MEMORY_MB * 1024
+    finally:
+        instance.close()
+        del ballast
