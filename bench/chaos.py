@@ -40,9 +40,9 @@ from bench.chaos_diagnose import diagnose
 from bench.chaos_faults import Director, Fault, FaultRecord, FaultSettings, plan_faults
 from bench.chaos_flow import FlowWatcher
 from bench.chaos_logs import by_fault
-from bench.chaos_supervisor import Exit, Supervisor
+from bench.chaos_supervisor import Exit, Supervisor, pipeline_services
 from fastdistill.dev import local_broker
-from fastdistill.local_stack import SIM_NAME, LocalStack
+from fastdistill.local_stack import LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import finished, run_dir, run_states
 from fastdistill.topics import pipeline_topics
@@ -185,7 +185,7 @@ def _stuck_summary(report: dict[str, Any]) -> str:
 def _hand(stack: LocalStack, supervisor: Supervisor) -> None:
     """What an operator would do to a stuck run: kill every live service, start it again."""
     with supervisor.lock:
-        for name in [n for n, s in stack.services.items() if n != SIM_NAME and s.alive()]:
+        for name in [n for n in pipeline_services(stack) if stack.services[n].alive()]:
             stack.kill(name)
             supervisor.spawn(name)
 

@@ -15,7 +15,8 @@ from typing import Any
 from confluent_kafka import KafkaException, TopicPartition
 
 from bench.chaos_faults import health
-from fastdistill.local_stack import SIM_NAME, LocalStack
+from bench.chaos_supervisor import pipeline_services
+from fastdistill.local_stack import LocalStack
 from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
@@ -33,8 +34,9 @@ def _stacks(stack: LocalStack, folder: Path) -> dict[str, str]:
         return {}
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
-    for name, svc in stack.services.items():
-        if name == SIM_NAME or not svc.alive() or svc.proc is None:
+    for name in pipeline_services(stack):
+        svc = stack.services[name]
+        if not svc.alive() or svc.proc is None:
             continue
         try:
             done = subprocess.run(
@@ -93,8 +95,7 @@ def diagnose(stack: LocalStack, spec: PipelineSpec, kafka: KafkaSettings, folder
     report: dict[str, Any] = {
         "services": {
             name: {"alive": svc.alive(), "health": health(svc.port) if svc.alive() else None}
-            for name, svc in stack.services.items()
-            if name != SIM_NAME
+            for name, svc in ((n, stack.services[n]) for n in pipeline_services(stack))
         },
         "stacks": _stacks(stack, folder / "stacks"),
     }

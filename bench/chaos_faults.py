@@ -34,9 +34,9 @@ from typing import Any
 
 from bench import measure
 from bench.chaos_flow import FlowWatcher
-from bench.chaos_supervisor import Supervisor, exit_reason, log_since, log_size
+from bench.chaos_supervisor import Supervisor, exit_reason, log_since, log_size, pipeline_services
 from fastdistill.dev import local_broker
-from fastdistill.local_stack import SIM_NAME, LocalStack, ServiceProcess, free_port
+from fastdistill.local_stack import LocalStack, ServiceProcess, free_port
 
 
 @dataclass(frozen=True, order=True)
@@ -203,7 +203,7 @@ class Director(threading.Thread):
 
     # -- the faults --------------------------------------------------------------------------------
     def _kill(self, record: FaultRecord) -> None:
-        names = sorted(n for n in self.stack.services if n != SIM_NAME)
+        names = sorted(pipeline_services(self.stack))
         name = self.rng.choice(names)
         record.target = name
         self.say(f"  SIGKILL {name}")

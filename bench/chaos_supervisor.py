@@ -29,6 +29,11 @@ class Exit:
     reason: str
 
 
+def pipeline_services(stack: LocalStack) -> list[str]:
+    """The stack's pipeline services (steps, sink, coordinator), not its teacher simulators."""
+    return [name for name, svc in stack.services.items() if "serve" in svc.argv]
+
+
 def log_since(svc: ServiceProcess, offset: int) -> str:
     try:
         with open(svc.log_path, "rb") as log:
