@@ -46,7 +46,8 @@ lint-imports: install
 bench: install
 	$(BIN)/python -m bench
 
-# 20 SIGKILLs + a broker restart + 20% teacher faults against a fault-free run (docs/chaos.md).
+# 20 SIGKILLs, a broker restart, 2 broker SIGKILLs, a stopped backpressured step, a woken zombie,
+# a burst of joins and 20% teacher faults against a fault-free run (docs/chaos.md).
 chaos: install
 	$(BIN)/python -m bench.chaos
 
