@@ -1,0 +1,111 @@
+"""How a dataset column is typed in Parquet and Arrow, from the Python values it holds.
+
+- bool, int (int64), float (float64, also for columns mixing ints and floats) and str columns
+  keep their type, as long as every int fits in int64;
+- any other column (nested records, maps, arrays, bytes, mixed types, huge ints) is stored as
+  a string of its canonical JSON (sorted keys) — struct inference would make the schema depend
+  on which keys happen to occur, and JSON strings read back the same everywhere;
+- columns whose values are all null are strings; every column is nullable.
+
+Kinds are seen a chunk of rows at a time and merged, so a column's type is a function of the
+set of values alone; a chunk typed on its own values converts losslessly to the merged type.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from services.coordinator.manifest import canonical_json
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_NONE = type(None)
+
+#: The names RELEASED.json gives column types (so an export can read Parquet back exactly).
+TYPE_NAMES = {pa.bool_(): "bool", pa.int64(): "int64", pa.float64(): "float64"}
+
+
+@dataclass
+class ColumnKind:
+    """The Python types seen in a column, and whether an int outside int64 was among them."""
+
+    kinds: set[type] = field(default_factory=set)
+    huge_int: bool = False
+
+    def see_all(self, values: Sequence[Any]) -> None:
+        kinds = set(map(type, values))
+        kinds.discard(_NONE)
+        if int in kinds and not self.huge_int:
+            self.huge_int = any(type(v) is int and not _INT64_MIN <= v <= _INT64_MAX for v in values)
+        self.kinds |= kinds
+
+    def merge(self, other: ColumnKind) -> None:
+        self.kinds |= other.kinds
+        self.huge_int = self.huge_int or other.huge_int
+
+    @property
+    def as_json(self) -> bool:
+        """Whether the values are stored as canonical JSON text."""
+        return self.arrow_type() == pa.string() and not self.kinds <= {str}
+
+    def arrow_type(self) -> pa.DataType:
+        kinds = self.kinds
+        if kinds == {bool}:
+            return pa.bool_()
+        if kinds and kinds <= {int, float} and not self.huge_int:
+            return pa.int64() if kinds == {int} else pa.float64()
+        return pa.string()
+
+    def type_name(self) -> str:
+        return "json" if self.as_json else TYPE_NAMES.get(self.arrow_type(), "string")
+
+    def array(self, values: Sequence[Any]) -> pa.Array:
+        """The values as an Arrow array of this column's type (null-typed when all are null)."""
+        if not self.kinds:
+            return pa.nulls(len(values))
+        if self.as_json:
+            return pa.array([None if v is None else canonical_json(v) for v in values], type=pa.string())
+        arrow_type = self.arrow_type()
+        if arrow_type == pa.float64():
+            values = [None if v is None else float(v) for v in values]
+        return pa.array(values, type=arrow_type)
+
+
+def merged(kinds: Iterable[ColumnKind]) -> ColumnKind:
+    out = ColumnKind()
+    for kind in kinds:
+        out.merge(kind)
+    return out
+
+
+def schema(columns: Sequence[str], kinds: Sequence[ColumnKind]) -> pa.Schema:
+    return pa.schema(
+        [pa.field(c, k.arrow_type(), nullable=True) for c, k in zip(columns, kinds, strict=True)]
+    )
+
+
+def convert(array: pa.Array, local: ColumnKind, final: ColumnKind) -> pa.Array:
+    """An array typed by `local` (a chunk's own kinds) as `final` (the whole column's) types it."""
+    target = final.arrow_type()
+    if array.type == pa.null():
+        return pa.nulls(len(array), type=target)
+    if local.as_json == final.as_json and array.type == target:
+        return array
+    # A column that turned out mixed (or, under a limit, not mixed after all): rare, so its
+    # values take the slow path through Python.
+    if final.as_json:
+        return pa.array([None if v is None else canonical_json(v) for v in array.to_pylist()], type=target)
+    if local.as_json:
+        values = [None if v is None else json.loads(v) for v in array.to_pylist()]
+        if target == pa.float64():
+            values = [None if v is None else float(v) for v in values]
+        return pa.array(values, type=target)
+    # int64 -> float64 (an int column that met floats elsewhere; the cast rounds as Python's
+    # float(int) does), or float64 -> int64 when a limit cut every float of a run (exact up to
+    # 2**53, beyond which the run had stored the ints as floats already).
+    return pc.cast(array, target, safe=False)
