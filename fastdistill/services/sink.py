@@ -300,11 +300,7 @@ class SinkService:
             context = card.CardContext(
                 self.spec,
                 run.run_id,
-                [
-                    card.StepInfo(s.id, s.step, step.signature(), step.params.model_dump(mode="json"))
-                    for s in self.spec.steps
-                    for step in [self.plan.steps[s.id]]
-                ],
+                card.step_infos(self.spec, self.plan.steps),
                 self._run_state(run.run_id),
                 verdict,
                 seed_file,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -21,6 +22,7 @@ import yaml
 
 from services.sink.release import PendingRelease
 from shared.pipeline import PipelineSpec
+from shared.step import Step
 
 REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(
@@ -67,6 +69,14 @@ class StepInfo:
     step: str
     signature: str
     params: dict[str, Any]
+
+
+def step_infos(spec: PipelineSpec, steps: Mapping[str, Step[Any]]) -> list[StepInfo]:
+    """Each step of the pipeline as the card lists it (`steps`: the plan's step instances)."""
+    return [
+        StepInfo(s.id, s.step, steps[s.id].signature(), steps[s.id].params.model_dump(mode="json"))
+        for s in spec.steps
+    ]
 
 
 @dataclass

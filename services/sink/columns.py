@@ -61,15 +61,27 @@ class ColumnKind:
             return pa.int64() if kinds == {int} else pa.float64()
         return pa.string()
 
+    @property
+    def stored_as_json(self) -> bool:
+        """Whether a chunk of rows typed on its own values stores this column as JSON text: any
+        mix of kinds does, so a value keeps its exact kind until the whole column's type is
+        known (an int stays an int next to floats; a float64 column could not say which were
+        ints, should the column turn out JSON text)."""
+        return self.as_json or len(self.kinds) > 1
+
     def type_name(self) -> str:
         return "json" if self.as_json else TYPE_NAMES.get(self.arrow_type(), "string")
 
     def array(self, values: Sequence[Any]) -> pa.Array:
-        """The values as an Arrow array of this column's type (null-typed when all are null)."""
+        """A chunk's values as Arrow, typed on their own kinds (null-typed when all are null)."""
         if not self.kinds:
             return pa.nulls(len(values))
-        if self.as_json:
+        if self.stored_as_json:
             return pa.array([None if v is None else canonical_json(v) for v in values], type=pa.string())
+        return self.array_of(values)
+
+    def array_of(self, values: Sequence[Any]) -> pa.Array:
+        """Values of a column of these (final, unmixed) kinds as Arrow of its type."""
         arrow_type = self.arrow_type()
         if arrow_type == pa.float64():
             values = [None if v is None else float(v) for v in values]
@@ -90,22 +102,21 @@ def schema(columns: Sequence[str], kinds: Sequence[ColumnKind]) -> pa.Schema:
 
 
 def convert(array: pa.Array, local: ColumnKind, final: ColumnKind) -> pa.Array:
-    """An array typed by `local` (a chunk's own kinds) as `final` (the whole column's) types it."""
+    """A chunk's array (as `local`, its own kinds, stored it) as `final` (the whole column's
+    kinds, or those of the rows a limit keeps) types it."""
     target = final.arrow_type()
     if array.type == pa.null():
         return pa.nulls(len(array), type=target)
-    if local.as_json == final.as_json and array.type == target:
-        return array
-    # A column that turned out mixed (or, under a limit, not mixed after all): rare, so its
-    # values take the slow path through Python.
-    if final.as_json:
+    if local.stored_as_json:
+        if final.as_json:
+            return array  # canonical JSON either way
+        # Mixed in the chunk, not in the column (or not in the rows a limit keeps): rare, so
+        # through Python.
+        return final.array_of([None if v is None else json.loads(v) for v in array.to_pylist()])
+    if final.as_json:  # a column mixed elsewhere: rare, so through Python
         return pa.array([None if v is None else canonical_json(v) for v in array.to_pylist()], type=target)
-    if local.as_json:
-        values = [None if v is None else json.loads(v) for v in array.to_pylist()]
-        if target == pa.float64():
-            values = [None if v is None else float(v) for v in values]
-        return pa.array(values, type=target)
-    # int64 -> float64 (an int column that met floats elsewhere; the cast rounds as Python's
-    # float(int) does), or float64 -> int64 when a limit cut every float of a run (exact up to
-    # 2**53, beyond which the run had stored the ints as floats already).
+    if array.type == target:
+        return array
+    # int64 -> float64, an int column that met floats elsewhere: the cast rounds as Python's
+    # float(int) does.
     return pc.cast(array, target, safe=False)

@@ -136,7 +136,7 @@ def _summary(
         "splits": {name.split("/", 1)[1]: len(rows) for name, rows in kept} if subset.split else None,
         "rejected_because": dict(sorted(reasons.items())),
         "folders": {"kept": subset.stage, "rejected": rejected_name},
-        "columns": {name: rows.column_types() for name, rows, _ in parts},
+        "columns": {name: [[c, kind] for c, kind in rows.column_types()] for name, rows, _ in parts},
         "files": {name: digest for name, digest in sorted(files.items()) if name.startswith(prefixes)},
         "notes": {name: note for name, note in sorted(notes.items()) if name.startswith(prefixes)},
     }
