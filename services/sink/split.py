@@ -1,9 +1,11 @@
 """A deterministic train/valid/test split: each row's split is a function of one field alone.
 
 The field's value (a string as it is, anything else as its canonical JSON) is hashed with
-SHA-256; the first 8 bytes, read as a fraction of 2**64, fall into one of the ratios' intervals
-taken in the order given. The same row lands in the same split in every run, whatever else the
-run holds, and a row re-released later keeps its split: a test row never leaks into training.
+SHA-256; the first 8 bytes, read as a fraction of 2**64, fall into one of the ratios' intervals,
+laid out in the order of the split names (so writing the splits in another order in the YAML,
+or a tool re-sorting its keys, changes nothing). The same row lands in the same split in every
+run, whatever else the run holds, and a row re-released later keeps its split: a test row never
+leaks into training.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ def split_point(value: Any) -> float:
 def split_of(value: Any, ratios: Sequence[tuple[str, float]]) -> str:
     point = split_point(value)
     upper = 0.0
-    for name, ratio in ratios:
+    ordered = sorted(ratios)
+    for name, ratio in ordered:
         upper += ratio
         if point < upper:
             return name
-    return ratios[-1][0]  # ratios summing to 1 - epsilon by rounding
+    return ordered[-1][0]  # ratios summing to 1 - epsilon by rounding

@@ -172,13 +172,14 @@ class Pipeline:
 
 @contextmanager
 def running_pipeline(
-    folder: Path, bootstrap: str, path: Path, latency: str = "fixed:0"
+    folder: Path, bootstrap: str, path: Path, latency: str = "fixed:0", env: dict[str, str] | None = None
 ) -> Iterator[Pipeline]:
-    """Topics, the teacher simulator and every service of the pipeline at `path` as processes."""
+    """Topics, the teacher simulator and every service of the pipeline at `path` as processes
+    (`env`: more environment for every service)."""
     spec = PipelineSpec.load(path)
     kafka = KafkaSettings(bootstrap_servers=bootstrap, session_timeout_ms=6000)
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000", **(env or {})}
     stack = LocalStack(path, folder / "stack", env)
     try:
         stack.start_teacher_sim(SEEDS, latency=latency)

@@ -1,10 +1,12 @@
 """`chat`: `chat.jsonl`, one `{"messages": [{"role", "content"}, ...]}` per kept row, the shape
 SFT trainers read (TRL's SFTTrainer, MLX-LM's chat data, OpenAI fine-tuning).
 
-`roles` maps each role, in message order, to a field or a template over fields, e.g.
-`{system: system_prompt, user: "Schema: {schema}\\nQuestion: {instruction}", assistant: sql}`.
-A null or empty `system` leaves that message out; a row whose any other role is null or empty
-is left out of the file and counted (by role) in the release record, never written half.
+`roles` maps `user`, `assistant` and optionally `system` to a field or a template over fields,
+e.g. `{system: system_prompt, user: "Schema: {schema}\\nQuestion: {instruction}", assistant: sql}`.
+Messages come in that order (system, user, assistant) whatever the order of the mapping, so a
+tool re-sorting YAML keys changes nothing. A null or empty `system` leaves that message out; a
+row whose user or assistant is null or empty is left out of the file and counted (by role) in
+the release record, never written half.
 """
 
 from __future__ import annotations
@@ -13,33 +15,41 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from services.sink.formats import FormatOptions, PartRows, SinkFormat, Written
 from services.sink.formats.fields import fields_of, text_of
 
+#: Roles in message order.
+ROLES = ("system", "user", "assistant")
 #: Roles whose message may be absent from a conversation.
 OPTIONAL_ROLES = frozenset({"system"})
 
+Role = Literal["system", "user", "assistant"]
+
 
 class ChatOptions(FormatOptions):
-    roles: dict[str, str] = Field(min_length=1)
+    roles: dict[Role, str]
     file: str = Field("chat.jsonl", pattern=r"^[\w.-]+\.jsonl$")
 
     @field_validator("roles")
     @classmethod
-    def _roles(cls, roles: dict[str, str]) -> dict[str, str]:
-        if not any(role not in OPTIONAL_ROLES for role in roles):
-            raise ValueError("a conversation needs a role besides system (user, assistant)")
+    def _roles(cls, roles: dict[Role, str]) -> dict[Role, str]:
+        missing = [role for role in ROLES if role not in OPTIONAL_ROLES and role not in roles]
+        if missing:
+            raise ValueError(f"a conversation needs a user and an assistant; no {', '.join(missing)} given")
         return roles
 
 
-def messages(roles: dict[str, str], row: dict[str, Any]) -> list[dict[str, str]] | str:
+def messages(roles: dict[Role, str], row: dict[str, Any]) -> list[dict[str, str]] | str:
     """The row's messages, or the first required role it lacks."""
     out = []
-    for role, spec in roles.items():
+    for role in ROLES:
+        spec = roles.get(role)
+        if spec is None:
+            continue
         content = text_of(spec, row)
         if not content:
             if role in OPTIONAL_ROLES:
