@@ -15,6 +15,8 @@ card (from the run state the coordinator publishes on the runs topic) and RELEAS
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import shutil
@@ -52,6 +54,29 @@ from shared.serde import AvroSerde, UndecodableMessage
 from shared.topic_schema import dataset_columns
 
 log = logging.getLogger(__name__)
+
+#: glibc's mallopt parameter and the size from which allocations get their own mapping.
+_M_MMAP_THRESHOLD = -3
+_MMAP_FROM = 128 * 1024
+
+
+def _fixed_mmap_threshold() -> None:
+    """Large allocations (Arrow buffers, a run's temporaries) mapped on their own, so freeing
+    them gives the memory back. glibc raises its threshold after the first large free, after
+    which such buffers come from the heap and stay part of the RSS once freed (measured on 300k
+    rows: 228 -> 205 MB peak). Not glibc: nothing to do."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
+def _where(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message (always set on one without error)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None
+    return topic, partition, offset
 
 
 @dataclass
@@ -108,6 +133,7 @@ class SinkService:
         # Arrow's default pool (mimalloc) keeps freed row groups' memory; the system allocator
         # hands it back, which keeps a long-lived sink's RSS flat from run to run.
         pa.set_memory_pool(pa.system_memory_pool())
+        _fixed_mmap_threshold()
         async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
             # Everything not finished is re-read from the committed offsets, so its staging must go.
             shutil.rmtree(self.staging, ignore_errors=True)
@@ -167,13 +193,15 @@ class SinkService:
 
     # -- data ----------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
-        if msg.error() is not None:
-            if msg.error().fatal():
-                raise RuntimeError(str(msg.error()))
+        error = msg.error()
+        if error is not None:
+            if error.fatal():
+                raise RuntimeError(str(error))
             return
-        stage_input = self.inputs[msg.topic()]
+        topic, partition, offset = _where(msg)
+        stage_input = self.inputs[topic]
         try:
-            schema, record = self.serde.decode(msg.value(), expect=stage_input.schema)
+            schema, record = self.serde.decode(msg.value() or b"", expect=stage_input.schema)
             if schema != stage_input.schema:
                 raise UndecodableMessage(
                     f"a {schema} record is not input of the sink (expected {stage_input.schema})"
@@ -187,11 +215,11 @@ class SinkService:
         run = self.runs.get(run_id)
         if run is None:
             run = self.runs[run_id] = self._open(run_id)
-        run.first_offsets.setdefault((msg.topic(), msg.partition()), msg.offset())
+        run.first_offsets.setdefault((topic, partition), offset)
         marker = record["end_of_run"]
         if marker is not None:
             stage_input.tracker.observe(
-                run_id, msg.partition(), marker["source_partition"], marker["source_partitions"]
+                run_id, partition, marker["source_partition"], marker["source_partitions"]
             )
             return
         run.subsets[stage_input.stage].add(record["rows"])
@@ -214,7 +242,7 @@ class SinkService:
             error_type=type(exc).__name__,
             error_message=str(exc),
             raw=msg.value() or b"",
-            source=(msg.topic(), msg.partition(), msg.offset()),
+            source=_where(msg),
         )
         clients.produce(self.dlq, self.spec.dlq_topic, self.serde.encode(DEAD_LETTER_SCHEMA, record), None)
         metrics.DLQ_RECORDS.labels(step="sink", error_type=record["error_type"]).inc()
@@ -250,10 +278,11 @@ class SinkService:
 
     # -- release -------------------------------------------------------------------------------
     def _on_verdict(self, msg: Message) -> None:
-        if msg.error() is not None or msg.value() is None:
+        value = msg.value()
+        if msg.error() is not None or value is None:
             return
         try:
-            verdict = json.loads(msg.value())
+            verdict = json.loads(value)
             self.verdicts[verdict["run_id"]] = verdict | {"passed": bool(verdict["passed"])}
         except (ValueError, TypeError, KeyError, RecursionError) as exc:
             # Re-read from the start at every restart, so a dead letter here would repeat: logged only.
@@ -261,11 +290,12 @@ class SinkService:
 
     def _on_run_state(self, msg: Message) -> None:
         """Kept raw and parsed at release: the coordinator rewrites a run's state at every commit."""
-        if msg.error() is not None or msg.key() is None or msg.value() is None:
+        key, value = msg.key(), msg.value()
+        if msg.error() is not None or key is None or value is None:
             return
-        run_id = msg.key().decode("utf-8", "replace")
+        run_id = key.decode("utf-8", "replace")
         if not self._finished(run_id):
-            self.run_states[run_id] = msg.value()
+            self.run_states[run_id] = value
 
     def _run_state(self, run_id: str) -> dict[str, Any] | None:
         raw = self.run_states.get(run_id)

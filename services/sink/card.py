@@ -60,7 +60,7 @@ def clean_url(url: str) -> str:
 def pipeline_yaml(spec: PipelineSpec) -> str:
     """The pipeline as written (what the YAML set), redacted."""
     raw = spec.model_dump(mode="json", by_alias=True, exclude_unset=True)
-    return yaml.safe_dump(redact(raw), sort_keys=False, allow_unicode=True)
+    return str(yaml.safe_dump(redact(raw), sort_keys=False, allow_unicode=True))
 
 
 @dataclass

@@ -64,8 +64,8 @@ class ReleasedRun:
             splits = subset["splits"]
             kept = [Part(stage, split) for split in splits] if splits else [Part(stage)]
             for part in [*kept, Part(stage, rejected=True)]:
-                out.append((part, [tuple(c) for c in subset["columns"][part.folder]]))
-        return out  # type: ignore[return-value]
+                out.append((part, [(str(name), str(kind)) for name, kind in subset["columns"][part.folder]]))
+        return out
 
     def rows(self, part: Part, columns: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
         """The part's rows as released: from data.jsonl (exact), else data.parquet (with JSON-text

@@ -54,17 +54,18 @@ def _split_by_hand(text: str) -> str:
 
 
 def _expected(seeds: Path) -> dict[str, list[dict[str, Any]]]:
-    shouted = [
-        Shout().process_row({"source_index": i, **json.loads(line)})
-        for i, line in enumerate(seeds.read_text().splitlines())
-    ]
+    shouted: list[dict[str, Any]] = []
+    for i, line in enumerate(seeds.read_text().splitlines()):
+        row = Shout().process_row({"source_index": i, **json.loads(line)})
+        assert row is not None
+        shouted.append(row)
     split = [part for row in shouted for part in Split(parts=2).process_row(row)]
     return {"split": split, "candidates": [Candidates().process_row(row) for row in shouted]}
 
 
 class Stack:
     def __init__(self, folder: Path, bootstrap: str) -> None:
-        steps = [
+        steps: list[dict[str, Any]] = [
             {"id": "shout", "step": "tests.runtime.steps:Shout"},
             {"id": "split", "step": "tests.runtime.steps:Split", "params": {"parts": 2}, "inputs": ["shout"]},
             {"id": "candidates", "step": "tests.e2e.sink_steps:Candidates", "inputs": ["shout"]},

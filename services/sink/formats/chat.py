@@ -22,12 +22,11 @@ from pydantic import Field, field_validator
 from services.sink.formats import FormatOptions, PartRows, SinkFormat, Written
 from services.sink.formats.fields import fields_of, text_of
 
+Role = Literal["system", "user", "assistant"]
 #: Roles in message order.
-ROLES = ("system", "user", "assistant")
+ROLES: tuple[Role, ...] = ("system", "user", "assistant")
 #: Roles whose message may be absent from a conversation.
 OPTIONAL_ROLES = frozenset({"system"})
-
-Role = Literal["system", "user", "assistant"]
 
 
 class ChatOptions(FormatOptions):

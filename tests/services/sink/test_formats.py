@@ -77,7 +77,7 @@ def test_the_released_stages_must_be_stages() -> None:
     ]
 
 
-ROWS = [
+ROWS: list[dict[str, Any]] = [
     {
         "source_index": 0,
         "system_prompt": "Be brief.",
@@ -144,13 +144,18 @@ def test_chat_maps_fields_and_templates_to_roles_and_skips_rows_lacking_one(tmp_
     assert fmt.reads() == {"system_prompt", "schema", "instruction", "sql"}
 
 
-def test_chat_needs_a_role_besides_system() -> None:
-    with pytest.raises(ValueError, match="a role besides system"):
-        build_format("chat", {"roles": {"system": "system_prompt"}})
+def test_chat_needs_a_user_and_an_assistant_and_orders_them_itself(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a user and an assistant; no assistant given"):
+        build_format("chat", {"roles": {"system": "system_prompt", "user": "instruction"}})
+    with pytest.raises(ValueError, match=r"roles\.tool"):
+        build_format("chat", {"roles": {"tool": "x", "user": "instruction", "assistant": "sql"}})
+    fmt = build_format("chat", {"roles": {"assistant": "sql", "user": "instruction"}})
+    fmt.write_part(_merged(tmp_path / "s", ROWS[:1]), tmp_path)
+    assert [m["role"] for m in _jsonl(tmp_path / "chat.jsonl")[0]["messages"]] == ["user", "assistant"]
 
 
 def test_preference_pairs_best_and_worst_and_says_why_a_row_gives_none(tmp_path: Path) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"source_index": 0, "q": "a?", "generations": ["x", "y", "z"], "scores": [0.5, 1.0, 0.0]},
         {"source_index": 1, "q": "b?", "generations": ["x", "y", "z"], "scores": [1.0, 1.0, 0.0]},  # best tie
         {"source_index": 2, "q": "c?", "generations": ["x", "y"], "scores": [0.5, 0.5]},  # all tie
@@ -181,7 +186,9 @@ def test_preference_pairs_best_and_worst_and_says_why_a_row_gives_none(tmp_path:
 
 
 def test_preference_in_chat_style(tmp_path: Path) -> None:
-    rows = [{"source_index": 0, "q": "a?", "s": "Be kind.", "generations": ["x", "y"], "scores": [0, 1]}]
+    rows: list[dict[str, Any]] = [
+        {"source_index": 0, "q": "a?", "s": "Be kind.", "generations": ["x", "y"], "scores": [0, 1]}
+    ]
     fmt = build_format("preference", {"prompt": "Q: {q}", "system": "s", "style": "chat"})
     fmt.write_part(_merged(tmp_path / "s", rows), tmp_path)
     assert _jsonl(tmp_path / "preference.jsonl") == [
@@ -202,7 +209,9 @@ def test_best_and_worst_ignore_unscored_and_non_numeric_candidates() -> None:
 
 
 def _hf_parts(tmp_path: Path) -> list[ReleasedPart]:
-    kept = [{"source_index": i, "sample_id": f"s{i}", "score": i / 2, "meta": {"i": i}} for i in range(30)]
+    kept: list[dict[str, Any]] = [
+        {"source_index": i, "sample_id": f"s{i}", "score": i / 2, "meta": {"i": i}} for i in range(30)
+    ]
     return [
         ReleasedPart(Part("final", "train"), _merged(tmp_path / "train", kept[:20])),
         ReleasedPart(Part("final", "test"), _merged(tmp_path / "test", kept[20:])),

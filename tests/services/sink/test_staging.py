@@ -61,7 +61,7 @@ def test_any_run_size_and_arrival_order_give_the_same_files(
 
 
 def test_rows_are_released_by_index_then_by_record_and_without_index_last(tmp_path: Path) -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"source_index": None, "v": "z"},
         {"source_index": 2, "v": "b"},
         {"source_index": 2, "v": "a"},
@@ -86,7 +86,7 @@ def test_memory_per_staged_row_is_a_key_and_an_offset(tmp_path: Path) -> None:
 def test_a_limit_types_columns_on_the_rows_it_keeps(tmp_path: Path) -> None:
     # `v` is an int for the first rows and a float, a string and a huge int only later: cut
     # before them, the column must be int64 exactly as if the later rows never arrived.
-    rows = [{"source_index": i, "v": i, "late": None} for i in range(10)]
+    rows: list[dict[str, Any]] = [{"source_index": i, "v": i, "late": None} for i in range(10)]
     rows += [
         {"source_index": 10, "v": 0.5, "late": True},
         {"source_index": 11, "v": "text", "late": 1},
@@ -134,3 +134,12 @@ def test_parts_are_read_again_as_records_and_tables(tmp_path: Path) -> None:
     assert [t.num_rows for t in tables] == [8, 8, 4]
     assert tables[0].column("d").to_pylist()[:2] == ['{"k":0}', '{"k":1}']
     assert merged.column_types() == [("source_index", "int64"), ("d", "json"), ("b", "json")]
+
+
+@given(st.lists(VALUE, max_size=5))
+def test_the_prebuilt_canonical_encoder_is_canonical_json(values: list[Any]) -> None:
+    from services.coordinator import manifest
+    from services.sink import columns
+
+    for value in [values, *values, {"k": values, "é": 1}]:
+        assert columns.canonical_json(value) == manifest.canonical_json(value)
