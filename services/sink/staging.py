@@ -9,7 +9,8 @@ CPU run's wall time. Instead rows are encoded as they arrive:
 - rows gather in a small buffer (`RUN_ROWS`), which is sorted and written as one *sorted run*:
   its records as the exact JSONL lines of the released file, and as an Arrow IPC file whose
   columns are typed on the run's own values (`services.sink.columns`);
-- only each row's sort key and line offset stay in memory (16 bytes a row);
+- nothing per row stays in memory: each run's sort keys and line offsets go to a small index
+  file beside it (16 bytes a row), read back by the merge;
 - at release, `release_order` sorts the keys (in Arrow), which yields for each output row the
   run it comes from; every run is then read front to back exactly once: JSONL lines are copied
   as bytes, Arrow slices are cast to the column's merged type and put in order with `take`.
@@ -72,9 +73,9 @@ class _Run:
 
     lines: Path
     arrow: Path
-    keys: array[int]
-    #: len(keys) + 1 byte offsets: where each line starts in `lines`
-    offsets: array[int]
+    #: the rows' sort keys, then len + 1 byte offsets of their lines in `lines` (int64 each)
+    index: Path
+    count: int
     kinds: list[ColumnKind]
     #: per column, the first row holding a value (None: all null)
     first_value: list[int | None]
@@ -82,9 +83,22 @@ class _Run:
     #: so the kinds of a prefix of the run are exact when a limit cuts it
     codes: dict[int, bytes]
 
+    def keys(self) -> array[int]:
+        return self._read_index(0, self.count)
+
+    def offsets(self) -> array[int]:
+        return self._read_index(self.count, self.count + 1)
+
+    def _read_index(self, start: int, count: int) -> array[int]:
+        values = array("q")
+        with open(self.index, "rb") as fh:
+            fh.seek(start * values.itemsize)
+            values.fromfile(fh, count)
+        return values
+
     def prefix_kinds(self, rows: int) -> list[ColumnKind]:
         """The kinds of the run's first `rows` rows."""
-        if rows == len(self.keys):
+        if rows == self.count:
             return self.kinds
         out = []
         for c, kind in enumerate(self.kinds):
@@ -122,7 +136,7 @@ class PartStager:
     _runs: list[_Run] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return sum(len(r.keys) for r in self._runs) + len(self._buffer)
+        return sum(r.count for r in self._runs) + len(self._buffer)
 
     def add(self, row: Record) -> None:
         # Missing keys become null so every file has one shape, whatever each row carried.
@@ -162,8 +176,11 @@ class PartStager:
         table = pa.Table.from_arrays(arrays, names=self.columns)
         with pa.OSFile(str(arrow_path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table, max_chunksize=_IPC_BATCH)
-        keys = array("q", map(sort_key, records))
-        self._runs.append(_Run(lines_path, arrow_path, keys, offsets, kinds, first_value, codes))
+        index_path = self.folder / f"run-{number:05d}.index"
+        with open(index_path, "wb") as fh:
+            array("q", map(sort_key, records)).tofile(fh)
+            offsets.tofile(fh)
+        self._runs.append(_Run(lines_path, arrow_path, index_path, len(records), kinds, first_value, codes))
 
     @property
     def runs(self) -> list[_Run]:
@@ -197,9 +214,9 @@ def release_order(runs: Sequence[_Run], limit: int | None = None) -> array[int]:
     Each run is sorted by the same key, so its rows appear in the output in run order: the run
     number alone says which row comes next (the sort is stable, which keeps equal keys of one
     run in run order; equal keys of different runs are identical records)."""
-    if not any(r.keys for r in runs):
+    if not any(r.count for r in runs):
         return array("i")
-    keys = pa.chunked_array([_int64(r.keys) for r in runs], type=pa.int64())
+    keys = pa.chunked_array([_int64(r.keys()) for r in runs], type=pa.int64())
     order = pc.sort_indices(keys)
     # Rows sharing a source index (several rows of one seed) are ordered by their canonical
     # JSON, read back for those rows alone; a hash of every key would cost more than the sort.
@@ -213,7 +230,7 @@ def release_order(runs: Sequence[_Run], limit: int | None = None) -> array[int]:
     if limit is not None:
         order = order[:limit]
     numbers = pa.chunked_array(
-        [pa.repeat(pa.scalar(i, pa.int32()), len(r.keys)) for i, r in enumerate(runs)], type=pa.int32()
+        [pa.repeat(pa.scalar(i, pa.int32()), r.count) for i, r in enumerate(runs)], type=pa.int32()
     )
     return _int32s(pc.take(numbers, order))
 
@@ -245,15 +262,16 @@ def _int32s(values: pa.ChunkedArray | pa.Array) -> array[int]:
 
 def _ties(runs: Sequence[_Run], wanted: set[int]) -> pa.Array:
     """The canonical JSON of the rows whose key is in `wanted`, null for every other row."""
-    ties: list[str | None] = [None] * sum(len(r.keys) for r in runs)
+    ties: list[str | None] = [None] * sum(r.count for r in runs)
     position = 0
     for run in runs:
+        offsets = run.offsets()
         with open(run.lines, "rb") as fh:
-            for i, key in enumerate(run.keys):
+            for i, key in enumerate(run.keys()):
                 if key in wanted:
-                    fh.seek(run.offsets[i])
+                    fh.seek(offsets[i])
                     ties[position + i] = canonical_json(json.loads(fh.readline()))
-        position += len(run.keys)
+        position += run.count
     return pa.array(ties, type=pa.string())
 
 
@@ -302,7 +320,7 @@ class MergedPart:
                 if size >= _BLOCK_BYTES:
                     yield b"".join(pending)
                     pending, size = [], 0
-                if done[run] == len(self._runs[run].keys):
+                if done[run] == self._runs[run].count:
                     reader.close()
             if pending:
                 yield b"".join(pending)
@@ -353,7 +371,7 @@ class _LineReader:
     few lines of a run at a time, which would be a system call each."""
 
     def __init__(self, run: _Run) -> None:
-        self.offsets = run.offsets
+        self.offsets = run.offsets()
         self.fd: int | None = os.open(run.lines, os.O_RDONLY)
         self.buffer = b""
         self.at = 0  # the file offset of buffer[0]

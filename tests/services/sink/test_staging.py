@@ -73,14 +73,16 @@ def test_rows_are_released_by_index_then_by_record_and_without_index_last(tmp_pa
     assert len(merged) == 5
 
 
-def test_memory_per_staged_row_is_a_key_and_an_offset(tmp_path: Path) -> None:
+def test_no_memory_per_staged_row(tmp_path: Path) -> None:
     stager = _staged(
         tmp_path, [{"source_index": i, "v": "x" * 100} for i in range(1000)], ["source_index", "v"], 100
     )
     runs = stager.runs
-    assert len(runs) == 10 and all(len(r.keys) == 100 for r in runs)
-    assert sum(r.keys.itemsize + r.offsets.itemsize for r in runs[:1]) == 16
-    assert not stager._buffer  # everything is on disk
+    assert len(runs) == 10 and all(r.count == 100 for r in runs)
+    assert not stager._buffer  # everything is on disk: lines, Arrow, and keys with line offsets
+    assert all(r.index.stat().st_size == (100 + 101) * 8 for r in runs)
+    assert list(runs[3].keys()) == list(range(300, 400))
+    assert runs[3].offsets()[1] == len(b'{"source_index": 300, "v": "' + b"x" * 100 + b'"}\n')
 
 
 def test_a_limit_types_columns_on_the_rows_it_keeps(tmp_path: Path) -> None:
