@@ -196,6 +196,7 @@ def produce(
             control_topic=spec.control_topic,
             origins=seeds.origins,
             cache=not no_cache,
+            seed_file={"name": file.name, "sha256": _file_sha256(file)},
         )
     except (RunIdTaken, TopicEndNotReached) as exc:
         console.print(f"[red]refused: {escape(str(exc))}[/]", highlight=False, soft_wrap=True)
@@ -208,6 +209,11 @@ def produce(
         reason = escape(safe(record["error_message"]))
         console.print(f"  [yellow]rejected[/] {reason}", highlight=False, soft_wrap=True)
     print(summary.run_id)
+
+
+def _file_sha256(file: Path) -> str:
+    with open(file, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _new_run_id(file: Path) -> str:
@@ -411,6 +417,71 @@ def replay(
         f"{summary.rows} rows of {summary.input_stage} in {summary.batches} batches"
     )
     print(summary.run_id)
+
+
+@app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="a released run")],
+    format: Annotated[str, typer.Option("--format", "-f", help="a sink format, e.g. hf, chat, preference")],
+    to: Annotated[Path | None, typer.Option(help="default: <run folder>/exports/<format>")] = None,
+    options: Annotated[
+        str | None,
+        typer.Option(help="the format's options as JSON (default: the pipeline's sink options for it)"),
+    ] = None,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Write a released run in another format from its released files (nothing recomputed)."""
+    import json
+
+    from pydantic import ValidationError
+
+    from fastdistill.runs import run_dir
+    from services.sink.export import export_run
+    from services.sink.formats import build_format
+    from services.sink.released import NotReleased, ReleasedRun
+    from shared.registry import UnknownName
+
+    spec = _spec(pipeline)
+    configured = dict(spec.sink.format_entries()).get(format, {})
+    try:
+        fmt = build_format(format, json.loads(options) if options is not None else configured)
+        run = ReleasedRun.open(run_dir(spec, run_id))
+        target = to or run.folder / "exports" / format
+        record = export_run(run, fmt, target)
+    except (UnknownName, ValidationError, ValueError, NotReleased) as exc:
+        console.print(f"[red]export refused: {exc}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    for name in record["files"]:
+        note = record["notes"].get(name)
+        print(f"{target / name}" + (f"  {json.dumps(note)}" if note else ""))
+
+
+@app.command()
+def push(
+    run_id: Annotated[str, typer.Argument(help="a released run")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="the dataset repository, ORG/NAME")],
+    private: Annotated[bool | None, typer.Option(help="create the repository private")] = None,
+    revision: Annotated[str | None, typer.Option(help="branch to commit to (default: main)")] = None,
+    pipeline: PipelineOpt = None,
+) -> None:
+    """Publish a released run (data, card, RELEASED.json, reports) to a Hugging Face dataset repo
+    through huggingface_hub: HF_ENDPOINT and HF_TOKEN (or a stored login) as it reads them."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from fastdistill.runs import run_dir
+    from services.sink.hub import push_run
+    from services.sink.released import NotReleased, ReleasedRun
+
+    spec = _spec(pipeline)
+    try:
+        pushed = push_run(
+            ReleasedRun.open(run_dir(spec, run_id)), repo_id, private=private, revision=revision
+        )
+    except (NotReleased, HfHubHTTPError, ValueError) as exc:
+        console.print(f"[red]push failed: {exc}[/]", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    console.print(f"{len(pushed.files)} files pushed to {pushed.repo_url} in commit {pushed.commit}")
+    print(pushed.commit_url)
 
 
 @app.command()

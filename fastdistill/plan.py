@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from services.coordinator.gates import GateConfigError, parse_gates
 from services.coordinator.stage_stats import StageSummary
+from services.sink.checks import sink_problems
 from shared.pipeline import SEEDS_STAGE, Condition, PipelineSpec
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA
 from shared.runtime.progress import PROGRESS_SCHEMA
@@ -85,6 +86,7 @@ class PipelinePlan:
             partition_by = spec.step(step_id).partition_by
             if partition_by is not None and partition_by not in {f["name"] for f in fields[step_id]}:
                 problems.append(f"step {step_id!r}: partition_by {partition_by!r} is not a field of its rows")
+        problems += sink_problems(spec, fields)
         for step_spec in spec.steps:
             if isinstance(step_spec.route, str):
                 try:

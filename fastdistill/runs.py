@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from fastdistill.local_stack import LocalStack
+from services.sink.release import GATE_REJECTED, REJECTED, RELEASED
 from shared.config import KafkaSettings
 from shared.kafka.state import read_compacted
 from shared.pipeline import PipelineSpec
 
-RELEASED = "RELEASED.json"
-REJECTED = "REJECTED.json"
+__all__ = ["REJECTED", "RELEASED", "finished", "release_summary", "run_dir", "run_states", "wait_for_release"]
 
 
 def run_dir(spec: PipelineSpec, run_id: str) -> Path:
@@ -21,12 +21,44 @@ def run_dir(spec: PipelineSpec, run_id: str) -> Path:
 
 
 def finished(spec: PipelineSpec, run_id: str) -> dict[str, Any] | None:
-    """The sink's RELEASED/REJECTED record of the run, once it exists."""
+    """The sink's RELEASED/REJECTED record of the run, once it exists, with `released` and the
+    run's folder (`dir`)."""
+    folder = run_dir(spec, run_id)
     for name in (RELEASED, REJECTED):
-        path = run_dir(spec, run_id) / name
+        path = folder / name
         if path.exists():
-            return {"released": name == RELEASED, **json.loads(path.read_text())}
+            return {"released": name == RELEASED, "dir": str(folder), **json.loads(path.read_text())}
     return None
+
+
+def release_summary(result: dict[str, Any]) -> list[str]:
+    """What a finished run left for the user (`finished`'s record), one line each: where each
+    subset's kept rows are, how many, and how many were rejected; or why nothing was released."""
+    folder = Path(result["dir"])
+    run = result["run_id"]
+    if not result["released"]:
+        failures = (result.get("gate") or {}).get("failures") or []
+        lines = [
+            f"run {run}: REJECTED by the quality gates, nothing released; the rows are kept aside in "
+            f"{folder / GATE_REJECTED}/"
+        ]
+        return lines + [f"  gate: {failure}" for failure in failures]
+    subsets = result.get("subsets")
+    if not subsets:  # released before named subsets
+        return [f"run {run}: {result.get('rows')} rows released in {folder / str(result.get('stage'))}/"]
+    lines = []
+    for subset in subsets.values():
+        splits = subset.get("splits")
+        where = ", ".join(f"{name} {n}" for name, n in splits.items()) if splits else None
+        lines.append(
+            f"run {run}: {subset['kept']} rows kept in {folder / subset['folders']['kept']}/"
+            + (f" ({where})" if where else "")
+            + f"; {subset['rejected']} rejected in {folder / subset['folders']['rejected']}/"
+        )
+    card = folder / "README.md"
+    if card.exists():
+        lines.append(f"dataset card: {card}")
+    return lines
 
 
 def wait_for_release(

@@ -10,6 +10,7 @@ and are told apart by the run id in every batch.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -84,12 +85,60 @@ class StepSpec(BaseModel):
 
 
 class SinkSpec(BaseModel):
+    """What the sink releases of a run, and how (docs/datasets.md)."""
+
     model_config = ConfigDict(extra="forbid")
 
     output_dir: str = "out"
-    formats: list[str] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    #: Dataset formats (names of `fastdistill.sink_formats` entry points), each a name or a
+    #: one-entry mapping `{name: {option: value}}`; checked when the pipeline loads.
+    formats: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    #: The stages released, each a named subset; None: the pipeline's leaves.
+    stages: list[str] | None = Field(default=None, min_length=1)
+    #: Which rows of a released stage are kept; None: those whose `keep` is not false (every
+    #: row of a stage without a `keep` field). The others form the subset's `rejected` part.
+    select: Condition | None = None
+    #: A deterministic split of the kept rows by the hash of `split_by`: {split name: ratio},
+    #: ratios summing to 1, e.g. {train: 0.9, valid: 0.05, test: 0.05}. None: no split.
+    split: dict[str, float] | None = None
+    split_by: str = "sample_id"
+    #: A dataset card (README.md) and the pipeline's YAML beside the data.
+    card: bool = True
     #: Wait for the coordinator's gate verdict before releasing a run's dataset.
     await_gate: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SinkSpec:
+        names = [name for name, _ in self.format_entries()]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"sink formats named twice: {dupes}")
+        if self.stages is not None and len(set(self.stages)) < len(self.stages):
+            raise ValueError(f"sink stages named twice: {self.stages}")
+        if self.split is not None:
+            if not self.split:
+                raise ValueError("sink split names no split")
+            for name, ratio in self.split.items():
+                if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or name == "rejected":
+                    raise ValueError(f"sink split {name!r}: a split is named [a-z][a-z0-9_]*, not 'rejected'")
+                if not 0 < ratio <= 1:
+                    raise ValueError(f"sink split {name!r}: ratio {ratio} is not in (0, 1]")
+            if abs(sum(self.split.values()) - 1) > 1e-9:
+                raise ValueError(f"sink split ratios sum to {sum(self.split.values())}, not 1")
+        return self
+
+    def format_entries(self) -> list[tuple[str, dict[str, Any]]]:
+        """(format name, its options) in the order given."""
+        entries: list[tuple[str, dict[str, Any]]] = []
+        for entry in self.formats:
+            if isinstance(entry, str):
+                entries.append((entry, {}))
+            elif len(entry) == 1:
+                ((name, options),) = entry.items()
+                entries.append((name, dict(options or {})))
+            else:
+                raise ValueError(f"a sink format is a name or {{name: {{options}}}}, not {entry!r}")
+        return entries
 
 
 class PipelineSpec(BaseModel):

@@ -15,6 +15,11 @@ teacher's generation cache) then ask `StepContext.cache_enabled()`, which the ru
 from this view, and answer none of the run's rows from them. A record without the field (any
 earlier one, or the coordinator's stop) means the cache is on; a run's option is set once, by its
 producer, and a later record never turns it back on.
+
+The registration also names the seed file it was made from, `"seed_file": {"name", "sha256"}`,
+which the sink puts in the dataset card. (A limited run's stop record, written later under the
+same key, carries no seed file: once compaction drops the registration, a service starting after
+that no longer learns it; the sink releases a run long before, and keeps what it saw.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import contextlib
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,12 +46,16 @@ def limit_record(run_id: str, limit: int) -> bytes:
     return json.dumps({"run_id": run_id, "limit": limit, "stop": False}).encode()
 
 
-def register_record(run_id: str, limit: int | None, cache: bool = True) -> bytes:
-    """What `produce` writes for every run (with its limit, None for none, and `cache: false`
-    for a run produced with `--no-cache`)."""
+def register_record(
+    run_id: str, limit: int | None, cache: bool = True, seed_file: Mapping[str, str] | None = None
+) -> bytes:
+    """What `produce` writes for every run (with its limit, None for none, `cache: false` for a
+    run produced with `--no-cache`, and the file its seeds came from, if any: name and SHA-256)."""
     record: dict[str, Any] = {"run_id": run_id, "limit": limit, "stop": False, "registered": True}
     if not cache:
         record["cache"] = False
+    if seed_file is not None:
+        record["seed_file"] = {"name": str(seed_file["name"]), "sha256": str(seed_file["sha256"])}
     return json.dumps(record).encode()
 
 
@@ -61,13 +71,19 @@ def parse(value: bytes | None) -> dict[str, Any] | None:
         if isinstance(record, dict) and isinstance(record.get("run_id"), str):
             limit = record.get("limit")
             if limit is None or (type(limit) is int and limit >= 0):  # not a bool, not a float
-                return {
+                parsed = {
                     "run_id": record["run_id"],
                     "limit": limit,
                     "stop": record.get("stop") is True,
                     # Only an explicit false turns the cache off: absent is the default, on.
                     "cache": record.get("cache") is not False,
                 }
+                seed_file = record.get("seed_file")
+                if isinstance(seed_file, dict) and all(
+                    isinstance(seed_file.get(k), str) for k in ("name", "sha256")
+                ):
+                    parsed["seed_file"] = {"name": seed_file["name"], "sha256": seed_file["sha256"]}
+                return parsed
     except (ValueError, RecursionError):
         pass
     log.warning("skipping a malformed run-control record: %r", (value or b"")[:200])
@@ -107,6 +123,8 @@ class ControlFold:
     stopped: set[str] = field(default_factory=set)
     #: runs produced with `--no-cache`
     no_cache: set[str] = field(default_factory=set)
+    #: run -> {"name", "sha256"} of the file its seeds came from (registrations that say)
+    seed_files: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def apply(self, record: dict[str, Any]) -> None:
         if record["limit"] is not None:
@@ -115,6 +133,8 @@ class ControlFold:
             self.stopped.add(record["run_id"])
         if not record["cache"]:
             self.no_cache.add(record["run_id"])
+        if "seed_file" in record:
+            self.seed_files[record["run_id"]] = record["seed_file"]
 
     def cache_enabled(self, run_id: str) -> bool:
         return run_id not in self.no_cache

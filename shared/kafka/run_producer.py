@@ -72,6 +72,7 @@ def produce_run(
     control_topic: str | None = None,
     origins: Mapping[int, RecordOrigin] | None = None,
     cache: bool = True,
+    seed_file: Mapping[str, str] | None = None,
 ) -> ProduceSummary:
     """One transaction: batches over the partitions by content (`content_partition`), DLQ
     records, on every partition the run's end marker (as source partition 0 of 1), and the run's
@@ -79,7 +80,8 @@ def produce_run(
     visible to the pipeline, so it can simply be run again; a run id already produced raises
     RunIdTaken (see the module doc). `origins` (source_index -> file record) gives a row too
     large to send its file bytes in its dead letter. `cache=False` (`produce --no-cache`): the
-    registration says so, and no step answers the run's rows from a cache."""
+    registration says so, and no step answers the run's rows from a cache. `seed_file` ({"name",
+    "sha256"}) goes into the registration, for the dataset card."""
     if (limit is not None or not cache) and control_topic is None:
         raise ValueError("a run with a limit or without the cache needs the pipeline's control topic")
     producer: Producer = clients.transactional_producer(
@@ -152,7 +154,8 @@ def produce_run(
             # (every service, the registry check of every produce) wait on an open transaction
             # from its first record there until its commit, which is then a moment away.
             producer.flush(300)
-            clients.produce(producer, control_topic, control.register_record(run_id, limit, cache), run_id)
+            record = control.register_record(run_id, limit, cache, seed_file)
+            clients.produce(producer, control_topic, record, run_id)
         producer.commit_transaction(300)
     except KafkaException as exc:
         if exc.args[0].code() in _FENCED:

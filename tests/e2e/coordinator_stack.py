@@ -29,6 +29,7 @@ from fastdistill.runs import run_dir, run_states, wait_for_release
 from fastdistill.services.coordinator import CoordinatorService
 from fastdistill.topics import pipeline_topics
 from services.coordinator.run_state import RunState
+from services.sink.subsets import REJECTED_BECAUSE
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
@@ -37,7 +38,11 @@ REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "examples/text2sql/pipeline.yaml"
 SEEDS = REPO / "examples/text2sql/seeds.jsonl"
 SEED_COUNT = 239
-RELEASED_ROWS = 227  # the example's seeds minus duplicates
+RELEASED_ROWS = 227  # rows of the final stage: the example's seeds minus duplicates
+#: Of those, kept (`keep` not false) and rejected: what the sink releases as keep_by_score/ and
+#: keep_by_score.rejected/ (tests.e2e.test_expected derives both from tests.e2e.expected).
+KEPT_ROWS = 189
+REJECTED_ROWS = 38
 
 
 def pipeline_copy(folder: Path, gates: dict[str, float] | None = None, **teacher: Any) -> Path:
@@ -111,9 +116,22 @@ class Pipeline:
         with urllib.request.urlopen(url, timeout=10) as resp:
             return int(json.load(resp)["requests"])
 
-    def dataset(self, run_id: str, folder: str | None = None) -> list[dict[str, Any]]:
-        path = run_dir(self.spec, run_id) / (folder or self.spec.primary_leaf) / "data.jsonl"
+    def kept(self, run_id: str, subset: str | None = None) -> list[dict[str, Any]]:
+        """A subset's released (kept) rows, as data.jsonl holds them."""
+        path = run_dir(self.spec, run_id) / (subset or self.spec.primary_leaf) / "data.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()]
+
+    def dataset(self, run_id: str, subset: str | None = None) -> list[dict[str, Any]]:
+        """Every row a subset's stage released, kept and rejected (without the sink's
+        `rejected_because`), by source index."""
+        subset = subset or self.spec.primary_leaf
+        path = run_dir(self.spec, run_id) / f"{subset}.rejected" / "data.jsonl"
+        rejected = [json.loads(line) for line in path.read_text().splitlines()]
+        for row in rejected:
+            del row[REJECTED_BECAUSE]
+        return sorted(
+            [*self.kept(run_id, subset), *rejected], key=lambda r: (r["source_index"], r["sample_id"])
+        )
 
     def report_files(self, run_id: str) -> dict[str, Any]:
         folder = run_dir(self.spec, run_id) / "reports"
@@ -154,13 +172,14 @@ class Pipeline:
 
 @contextmanager
 def running_pipeline(
-    folder: Path, bootstrap: str, path: Path, latency: str = "fixed:0"
+    folder: Path, bootstrap: str, path: Path, latency: str = "fixed:0", env: dict[str, str] | None = None
 ) -> Iterator[Pipeline]:
-    """Topics, the teacher simulator and every service of the pipeline at `path` as processes."""
+    """Topics, the teacher simulator and every service of the pipeline at `path` as processes
+    (`env`: more environment for every service)."""
     spec = PipelineSpec.load(path)
     kafka = KafkaSettings(bootstrap_servers=bootstrap, session_timeout_ms=6000)
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
-    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000"}
+    env = {"KAFKA_BOOTSTRAP_SERVERS": bootstrap, "KAFKA_SESSION_TIMEOUT_MS": "6000", **(env or {})}
     stack = LocalStack(path, folder / "stack", env)
     try:
         stack.start_teacher_sim(SEEDS, latency=latency)

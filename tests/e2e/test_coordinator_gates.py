@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from fastdistill.runs import finished, run_dir
+from services.sink.release import GATE_REJECTED
 from shared.kafka.state import read_compacted
 from tests.e2e.coordinator_stack import SEEDS, pipeline_copy, running_pipeline
 
@@ -42,10 +43,22 @@ def test_failed_gate_rejects_the_run(tmp_path: Path, kafka_bootstrap: str) -> No
         assert result == finished(spec, run_id)
         assert not result["released"] and result["gate"]["failures"] == expected
         folder = run_dir(spec, run_id)
-        assert not (folder / spec.primary_leaf).exists()
-        rejected = (folder / f"rejected-{spec.primary_leaf}" / "data.jsonl").read_text().splitlines()
-        assert len(rejected) == quality["total"] == result["rows"]
-        assert max(json.loads(line)["source_index"] for line in rejected) < HEAD
+        assert not (folder / spec.primary_leaf).exists() and not (folder / "RELEASED.json").exists()
+        aside = folder / GATE_REJECTED
+        kept = (aside / spec.primary_leaf / "data.jsonl").read_text().splitlines()
+        rejected = (aside / f"{spec.primary_leaf}.rejected" / "data.jsonl").read_text().splitlines()
+        subset = result["subsets"][spec.primary_leaf]
+        assert (
+            (len(kept), len(rejected))
+            == (subset["kept"], subset["rejected"])
+            == (
+                quality["kept"],
+                quality["rejected"],
+            )
+        )
+        assert len(kept) + len(rejected) == quality["total"] and result["rows"] == len(kept)
+        assert max(json.loads(line)["source_index"] for line in kept + rejected) < HEAD
+        assert all(name.startswith(f"{GATE_REJECTED}/") for name in subset["files"])
 
         verdict = json.loads(read_compacted(pipe.kafka, spec.gates_topic)[run_id])
         assert verdict == {"run_id": run_id, "passed": False, "failures": expected}

@@ -30,9 +30,13 @@ def test_limited_run_stops_early_with_exactly_n_rows(tmp_path: Path, kafka_boots
         result = pipe.wait(run_id)
         state = pipe.wait_state(run_id)
 
-        assert result["released"] and result["rows"] == LIMIT and result["limit"] == LIMIT
+        # The limit counts the final stage's rows: the kept and the rejected ones together.
+        subset = result["subsets"][spec.primary_leaf]
+        assert (
+            result["released"] and subset["kept"] + subset["rejected"] == LIMIT and result["limit"] == LIMIT
+        )
         rows = pipe.dataset(run_id)
-        assert len(rows) == LIMIT
+        assert len(rows) == LIMIT and result["rows"] == subset["kept"] == sum(r["keep"] for r in rows)
         early = state["reports"]["early_stop"]
         assert early == state["early_stop"]
         assert early["limit"] == LIMIT and early["stopped_at"] is not None

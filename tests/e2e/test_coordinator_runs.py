@@ -23,6 +23,8 @@ import pytest
 from fastdistill.runs import finished, run_states
 from shared.kafka.state import read_compacted
 from tests.e2e.coordinator_stack import (
+    KEPT_ROWS,
+    REJECTED_ROWS,
     RELEASED_ROWS,
     SEED_COUNT,
     SEEDS,
@@ -82,7 +84,11 @@ def test_a_run_ends_with_reports_verdict_and_released_dataset(pipe: Pipeline, fi
     spec = pipe.spec
     result = finished(spec, first_run)
     assert result is not None and result["released"], result
-    assert result["rows"] == RELEASED_ROWS
+    # The released data is the kept set; the rest of the final stage is the rejected subset.
+    assert result["rows"] == KEPT_ROWS
+    subset = result["subsets"][spec.primary_leaf]
+    assert (subset["kept"], subset["rejected"]) == (KEPT_ROWS, REJECTED_ROWS)
+    assert len(pipe.kept(first_run)) == KEPT_ROWS and all(r["keep"] for r in pipe.kept(first_run))
     assert result["gate"] == {"run_id": first_run, "passed": True, "failures": []}
     rows = pipe.dataset(first_run)
     assert len(rows) == RELEASED_ROWS

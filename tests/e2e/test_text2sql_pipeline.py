@@ -26,9 +26,16 @@ import yaml
 from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import SIM_NAME
 from fastdistill.plan import PipelinePlan
-from fastdistill.runs import run_dir
+from fastdistill.runs import finished, release_summary, run_dir
 from shared.pipeline import SEEDS_STAGE
-from tests.e2e.coordinator_stack import SEEDS, Pipeline, pipeline_copy, running_pipeline
+from tests.e2e.coordinator_stack import (
+    KEPT_ROWS,
+    REJECTED_ROWS,
+    SEEDS,
+    Pipeline,
+    pipeline_copy,
+    running_pipeline,
+)
 from tests.e2e.expected import Expected, compute, summary
 from tests.runtime.harness import read_all
 
@@ -61,10 +68,15 @@ def _pipeline(folder: Path) -> Path:
     return path
 
 
+#: Every service has it, as a real teacher's would: no released file may contain it.
+API_KEY = "sk-e2e-must-never-be-released"
+
+
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str) -> Iterator[Pipeline]:
     folder = tmp_path_factory.mktemp("text2sql")
-    with running_pipeline(folder, kafka_bootstrap, _pipeline(folder)) as pipeline:
+    env = {"OPENAI_API_KEY": API_KEY}
+    with running_pipeline(folder, kafka_bootstrap, _pipeline(folder), env=env) as pipeline:
         yield pipeline
 
 
@@ -125,9 +137,70 @@ def test_every_stage_count_and_row_matches_the_independent_computation(
     assert pipe.wait_state(first_run)["dead_letters"] == {}
 
 
+def _reason(row: dict[str, Any]) -> str:
+    return row["reject_reason"] if row["reject_reason"] not in (None, "ok") else "keep=false"
+
+
+def test_the_kept_set_is_released_and_the_rejected_rows_beside_it(
+    pipe: Pipeline, expected: Expected, first_run: str
+) -> None:
+    final = [expected.rows[i] for i in sorted(expected.rows)]
+    kept = [r for r in final if r["keep"] is not False]
+    rejected = [r for r in final if r["keep"] is False]
+    assert (len(kept), len(rejected)) == (KEPT_ROWS, REJECTED_ROWS)
+    result = finished(pipe.spec, first_run)
+    assert result is not None
+    subset = result["subsets"][pipe.spec.primary_leaf]
+    assert (result["rows"], subset["kept"], subset["rejected"]) == (KEPT_ROWS, KEPT_ROWS, REJECTED_ROWS)
+    assert subset["rejected_because"] == dict(sorted(Counter(map(_reason, rejected)).items()))
+    _assert_rows_as_computed(pipe.kept(first_run), Expected({}, {r["source_index"]: r for r in kept}), set())
+    folder = run_dir(pipe.spec, first_run)
+    aside = [json.loads(line) for line in (folder / f"{pipe.spec.primary_leaf}.rejected/data.jsonl").open()]
+    assert [(r["source_index"], r["rejected_because"]) for r in aside] == [
+        (r["source_index"], _reason(r)) for r in rejected
+    ]
+    # The SFT conversations of the kept rows, as the pipeline's chat format maps them.
+    chat = [json.loads(line) for line in (folder / pipe.spec.primary_leaf / "chat.jsonl").open()]
+    assert chat == [
+        {
+            "messages": [
+                {"role": "system", "content": r["system_prompt"]},
+                {"role": "user", "content": f"Schema: {r['schema']}\nQuestion: {r['instruction']}\nSQL:"},
+                {"role": "assistant", "content": r["sql"]},
+            ]
+        }
+        for r in kept
+    ]
+    lines = release_summary(result)
+    assert lines[0] == (
+        f"run {first_run}: {KEPT_ROWS} rows kept in {folder / pipe.spec.primary_leaf}/; "
+        f"{REJECTED_ROWS} rejected in {folder / pipe.spec.primary_leaf}.rejected/"
+    )
+
+
+def test_the_card_lists_how_the_run_was_made_and_no_secret(pipe: Pipeline, first_run: str) -> None:
+    folder = run_dir(pipe.spec, first_run)
+    card = (folder / "README.md").read_text()
+    assert f"Seed file `seeds.jsonl`, SHA-256 `{hashlib.sha256(SEEDS.read_bytes()).hexdigest()}`" in card
+    plan = PipelinePlan.build(pipe.spec)
+    for step_id, step in plan.steps.items():
+        assert f"| {step_id} | {pipe.spec.step(step_id).step} | `{step.signature()}` |" in card
+    sim = pipe.stack.env["OPENAI_BASE_URL"]
+    assert f"| teacher | teacher-sim | {sim} (OPENAI_BASE_URL, as the sink sees it) |" in card
+    for stage, info in pipe.wait_state(first_run)["stages"].items():
+        assert f"| {stage} | {info['rows_out']} |" in card
+    assert "**Passed.**" in card and "| exec_pass_rate |" in card
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert API_KEY.encode() not in path.read_bytes(), path
+
+
 def _sha256s(pipe: Pipeline, run_id: str) -> dict[str, str]:
-    folder = run_dir(pipe.spec, run_id) / pipe.spec.primary_leaf
-    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in DATASET_FILES}
+    """Every file of the final stage's subset (kept, rejected; data and chat), by its bytes."""
+    folder = run_dir(pipe.spec, run_id)
+    names = [f"{pipe.spec.primary_leaf}/{n}" for n in (*DATASET_FILES, "chat.jsonl")]
+    names += [f"{pipe.spec.primary_leaf}.rejected/{n}" for n in DATASET_FILES]
+    return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in names}
 
 
 def test_same_seeds_twice_give_byte_identical_files(pipe: Pipeline, first_run: str) -> None:
