@@ -84,6 +84,9 @@ class StepSpec(BaseModel):
     materialize: bool = False
 
 
+_DEFAULT_FORMATS: list[str | dict[str, dict[str, Any]]] = ["jsonl", "parquet"]
+
+
 class SinkSpec(BaseModel):
     """What the sink releases of a run, and how (docs/datasets.md)."""
 
@@ -92,7 +95,7 @@ class SinkSpec(BaseModel):
     output_dir: str = "out"
     #: Dataset formats (names of `fastdistill.sink_formats` entry points), each a name or a
     #: one-entry mapping `{name: {option: value}}`; checked when the pipeline loads.
-    formats: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: ["jsonl", "parquet"])
+    formats: list[str | dict[str, dict[str, Any]]] = Field(default_factory=lambda: _DEFAULT_FORMATS.copy())
     #: The stages released, each a named subset; None: the pipeline's leaves.
     stages: list[str] | None = Field(default=None, min_length=1)
     #: Which rows of a released stage are kept; None: those whose `keep` is not false (every

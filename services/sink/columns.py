@@ -79,7 +79,7 @@ class ColumnKind:
     def type_name(self) -> str:
         return "json" if self.as_json else TYPE_NAMES.get(self.arrow_type(), "string")
 
-    def array(self, values: Sequence[Any]) -> pa.Array:
+    def array(self, values: Sequence[Any]) -> pa.Array[Any]:
         """A chunk's values as Arrow, typed on their own kinds (null-typed when all are null)."""
         if not self.kinds:
             return pa.nulls(len(values))
@@ -87,7 +87,7 @@ class ColumnKind:
             return pa.array([None if v is None else canonical_json(v) for v in values], type=pa.string())
         return self.array_of(values)
 
-    def array_of(self, values: Sequence[Any]) -> pa.Array:
+    def array_of(self, values: Sequence[Any]) -> pa.Array[Any]:
         """Values of a column of these (final, unmixed) kinds as Arrow of its type."""
         arrow_type = self.arrow_type()
         if arrow_type == pa.float64():
@@ -108,12 +108,12 @@ def schema(columns: Sequence[str], kinds: Sequence[ColumnKind]) -> pa.Schema:
     )
 
 
-def convert(array: pa.Array, local: ColumnKind, final: ColumnKind) -> pa.Array:
+def convert(array: pa.Array[Any], local: ColumnKind, final: ColumnKind) -> pa.Array[Any]:
     """A chunk's array (as `local`, its own kinds, stored it) as `final` (the whole column's
     kinds, or those of the rows a limit keeps) types it."""
     target = final.arrow_type()
     if array.type == pa.null():
-        return pa.nulls(len(array), type=target)
+        return pa.nulls(len(array), type=target)  # type: ignore[call-overload,no-any-return]
     if local.stored_as_json:
         if final.as_json:
             return array  # canonical JSON either way

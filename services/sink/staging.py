@@ -30,7 +30,7 @@ from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -223,8 +223,8 @@ def release_order(runs: Sequence[_Run], limit: int | None = None) -> array[int]:
     ordered = pc.take(keys, order)
     tied = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
     if pc.any(tied).as_py():
-        values = set(pc.unique(pc.filter(ordered.slice(1), tied)).to_pylist())
-        table = pa.table({"key": keys, "tie": _ties(runs, values)})
+        values = {v for v in pc.unique(pc.filter(ordered.slice(1), tied)).to_pylist() if v is not None}
+        table = pa.Table.from_arrays([keys, _ties(runs, values)], names=["key", "tie"])
         order = pc.sort_indices(table, sort_keys=[("key", "ascending"), ("tie", "ascending")])
     del ordered, tied
     if limit is not None:
@@ -246,21 +246,22 @@ def shared_limit(parts: Sequence[PartStager], limit: int) -> list[int]:
     return counts
 
 
-def _int64(values: array[int]) -> pa.Array:
+def _int64(values: array[int]) -> pa.Array[Any]:
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
-def _int32s(values: pa.ChunkedArray | pa.Array) -> array[int]:
+def _int32s(values: pa.ChunkedArray[Any] | pa.Array[Any]) -> array[int]:
     out = array("i")
     chunks = values.chunks if isinstance(values, pa.ChunkedArray) else [values]
     for chunk in chunks:
         data = chunk.buffers()[1]
+        assert data is not None  # an int32 array always has its values buffer
         start = chunk.offset * 4
         out.frombytes(memoryview(data)[start : start + len(chunk) * 4])
     return out
 
 
-def _ties(runs: Sequence[_Run], wanted: set[int]) -> pa.Array:
+def _ties(runs: Sequence[_Run], wanted: set[int]) -> pa.Array[Any]:
     """The canonical JSON of the rows whose key is in `wanted`, null for every other row."""
     ties: list[str | None] = [None] * sum(r.count for r in runs)
     position = 0
@@ -346,7 +347,7 @@ class MergedPart:
                 group = pa.array(self._order[start : start + rows], type=pa.int32())
                 counts = pc.value_counts(group)
                 slices = [
-                    readers[run].take(count)
+                    readers[cast(int, run)].take(cast(int, count))
                     for run, count in sorted(
                         zip(
                             counts.field("values").to_pylist(),

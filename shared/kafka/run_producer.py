@@ -154,8 +154,8 @@ def produce_run(
             # (every service, the registry check of every produce) wait on an open transaction
             # from its first record there until its commit, which is then a moment away.
             producer.flush(300)
-            record = control.register_record(run_id, limit, cache, seed_file)
-            clients.produce(producer, control_topic, record, run_id)
+            registration = control.register_record(run_id, limit, cache, seed_file)
+            clients.produce(producer, control_topic, registration, run_id)
         producer.commit_transaction(300)
     except KafkaException as exc:
         if exc.args[0].code() in _FENCED:

@@ -38,8 +38,8 @@ class HfDatasetFormat(SinkFormat):
 
     def write(self, parts: Sequence[ReleasedPart], root: Path) -> Written:
         # Imported here: `datasets` takes seconds to import, and only this format needs it.
-        from datasets import Dataset, DatasetDict, disable_progress_bars
-        from datasets.table import MemoryMappedTable
+        from datasets import Dataset, DatasetDict, disable_progress_bars  # type: ignore[import-untyped]
+        from datasets.table import MemoryMappedTable  # type: ignore[import-untyped]
 
         disable_progress_bars()  # a service's log is no terminal
 
