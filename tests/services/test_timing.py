@@ -47,6 +47,7 @@ def test_empty_stats_report_none() -> None:
         "p50": None,
         "p90": None,
         "p95": None,
+        "p99": None,
     }
 
 
