@@ -475,7 +475,9 @@ def up(
         console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
         if prometheus_port and shutil.which("prometheus"):
             targets = {name: svc.port for name, svc in stack.services.items()}
-            config = write_config(targets, workdir / "prometheus.yml", scrape_interval="5s")
+            config = write_config(
+                targets, workdir / "prometheus.yml", scrape_interval="5s", pipeline=spec.name
+            )
             prometheus = start_prometheus(config, workdir / "prometheus", prometheus_port)
             console.print(f"prometheus at http://127.0.0.1:{prometheus_port}")
         if seeds is None:

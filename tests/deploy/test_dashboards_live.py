@@ -90,7 +90,9 @@ def test_every_panel_query_returns_data_after_a_run(tmp_path: Path, kafka_bootst
         stack.start()
         targets = {name: svc.port for name, svc in stack.services.items()}
         prom_port = free_port()
-        config = write_config(targets, tmp_path / "prometheus.yml", scrape_interval=f"{SCRAPE_S:g}s")
+        config = write_config(
+            targets, tmp_path / "prometheus.yml", scrape_interval=f"{SCRAPE_S:g}s", pipeline=spec.name
+        )
         prometheus = start_prometheus(config, tmp_path / "prometheus", prom_port)
 
         # Not Avro at all: the first step dead-letters it as UndecodableMessage.
