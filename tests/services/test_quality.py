@@ -6,6 +6,7 @@ import math
 import random
 import statistics
 from fractions import Fraction
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -37,14 +38,14 @@ ROW = st.fixed_dictionaries(
 )
 
 
-def _agg(rows: list[dict], layout: QualityLayout = SCORED) -> QualityAgg:
+def _agg(rows: list[dict[str, Any]], layout: QualityLayout = SCORED) -> QualityAgg:
     agg = QualityAgg(layout)
     agg.add_rows(rows)
     return agg
 
 
 def test_hand_computed_report() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"keep": True, "exec_pass": True, "gold_match": True, "teacher_score": 1.0, "reject_reason": "ok"},
         {
             "keep": False,
@@ -103,7 +104,9 @@ def test_hand_computed_report() -> None:
     assert metrics["latency_ms_p95"] == 10.0 and metrics["exec_error_rate"] == 0.25
 
 
-def _stats(count: int, nulls: int, low: float, mean: float, p50: float, p95: float, high: float) -> dict:
+def _stats(
+    count: int, nulls: int, low: float, mean: float, p50: float, p95: float, high: float
+) -> dict[str, Any]:
     return {
         "count": count,
         "nulls": nulls,
@@ -168,7 +171,9 @@ def test_long_error_texts_are_truncated() -> None:
 @given(
     st.lists(ROW, max_size=40), st.lists(st.integers(0, 40), max_size=4), st.randoms(use_true_random=False)
 )
-def test_merging_any_split_gives_the_same_aggregate(rows: list[dict], cuts: list[int], rnd) -> None:
+def test_merging_any_split_gives_the_same_aggregate(
+    rows: list[dict[str, Any]], cuts: list[int], rnd: random.Random
+) -> None:
     whole = _agg(rows)
     shuffled = list(rows)
     rnd.shuffle(shuffled)
