@@ -265,6 +265,8 @@ def chain_groups(spec: PipelineSpec, steps: dict[str, Step[Any]]) -> tuple[list[
     position = {s: i for i, s in enumerate(order)}
     groups.sort(key=lambda g: position.get(g[0], 0))
     return groups, problems
+
+
 def _check_quality(spec: PipelineSpec, fields: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The `quality:` section and every stage's gates against the metrics of that stage (a
     misspelt gate fails at once, not at the run's end). Stages without fields were reported."""

@@ -297,7 +297,9 @@ class RunState:
         if self.verdict is None:
             return {}
         return {
-            stage: {name: float(v) for name, v in self.stage_metrics(stage).items() if isinstance(v, int | float)}
+            stage: {
+                name: float(v) for name, v in self.stage_metrics(stage).items() if isinstance(v, int | float)
+            }
             for stage in self.stages
         }
 
