@@ -37,6 +37,7 @@ def dedup_mode() -> str:
         "lineage": [],
         "rows": [],
         "end_of_run": None,
+        "origin_ms": 0,
     }
     decoded, _ = serde.decode(serde.encode(name, record), expect=name)
     return "drop" if decoded == name else "flag"

@@ -109,6 +109,7 @@ def _avro_payloads(rows: list[dict[str, Any]], batch_size: int) -> list[bytes]:
             "lineage": [],
             "rows": rows[start : start + batch_size],
             "end_of_run": None,
+            "origin_ms": 0,
         }
         out.append(serde.encode(schema, record))
     return out

@@ -512,11 +512,12 @@ def up(
     import os
     import shutil
     import signal
+    import urllib.parse
 
     from fastdistill.dev import local_broker
     from fastdistill.local_stack import LocalStack
     from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
-    from fastdistill.runs import wait_for_release
+    from fastdistill.runs import run_dir, wait_for_release
 
     # SIGTERM (a supervisor, `kill`) ends this like Ctrl-C: through the cleanup below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -558,7 +559,12 @@ def up(
         console.print(f"{len(stack.services)} processes up; logs in {workdir}/logs")
         if prometheus_port and shutil.which("prometheus"):
             targets = {name: svc.port for name, svc in stack.services.items()}
-            config = write_config(targets, workdir / "prometheus.yml", scrape_interval="5s")
+            config = write_config(
+                targets,
+                workdir / "prometheus.yml",
+                scrape_interval=f"{PROMETHEUS_SCRAPE_S}s",
+                pipeline=spec.name,
+            )
             prometheus = start_prometheus(config, workdir / "prometheus", prometheus_port)
             console.print(f"prometheus at http://127.0.0.1:{prometheus_port}")
         if seeds is None:
@@ -579,6 +585,13 @@ def up(
         if not result.get("released"):
             failures = (result.get("gate") or {}).get("failures") or []
             console.print(f"[red]run {run_id} rejected:[/] {'; '.join(failures) or 'see REJECTED.json'}")
+        console.print(f"report: {run_dir(spec, run_id) / 'reports' / 'report.html'}")
+        if prometheus is not None:
+            # The run may end between two scrapes: wait for one more, so that Prometheus (its data
+            # stays in the workdir) holds the run's final per-run series.
+            time.sleep(PROMETHEUS_SCRAPE_S + 1)
+            query = urllib.parse.quote(f'fd_run_stage_rows{{run_id="{run_id}"}}')
+            console.print(f"prometheus: http://127.0.0.1:{prometheus_port}/graph?g0.expr={query}&g0.tab=1")
         if not exit_when_done:
             while not stack.dead():
                 time.sleep(1)
@@ -592,6 +605,9 @@ def up(
     if seeds is not None and not result.get("released"):
         raise typer.Exit(EXIT_REJECTED)
 
+
+#: How often `up`'s local Prometheus scrapes the services.
+PROMETHEUS_SCRAPE_S = 5
 
 #: `up`'s exit status when its run was rejected by a gate, did not finish in time, or lost a service.
 EXIT_REJECTED = 1

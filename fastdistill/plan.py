@@ -17,6 +17,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from services.coordinator.gates import GateConfigError, parse_gates
+from services.coordinator.layout import QualityLayout, stage_layouts
+from services.coordinator.quality import QualityAgg
 from services.coordinator.stage_stats import StageSummary
 from services.sink.checks import sink_problems
 from shared.pipeline import SEEDS_STAGE, Condition, PipelineSpec
@@ -48,6 +50,7 @@ class PipelinePlan:
     fields: dict[str, list[dict[str, Any]]]
     #: the step ids each service runs, in stage order: one each, or an operator chain
     chains: list[list[str]] = field(default_factory=list)
+    _layouts: dict[str, QualityLayout] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.chains:
@@ -56,11 +59,6 @@ class PipelinePlan:
     @classmethod
     def build(cls, spec: PipelineSpec) -> PipelinePlan:
         problems: list[str] = []
-        for stage in spec.stages:
-            try:
-                parse_gates(spec.gates_of(stage))  # a misspelt gate fails at once, not at the run's end
-            except GateConfigError as exc:
-                problems.append(f"gates of {stage}: {exc}")
         steps: dict[str, Step[Any]] = {}
         for step_spec in spec.steps:
             try:
@@ -99,9 +97,16 @@ class PipelinePlan:
         if not problems:
             chains, chain_problems = chain_groups(spec, steps)
             problems += chain_problems
+        problems += _check_quality(spec, fields)
         if problems:
             raise PlanError(problems)
         return cls(spec, steps, fields, chains)
+
+    def quality_layouts(self) -> dict[str, QualityLayout]:
+        """What each stage's quality report computes (checked when the plan was built)."""
+        if self._layouts is None:
+            self._layouts = stage_layouts(self.spec, self.fields)[0]
+        return self._layouts
 
     @staticmethod
     def schema_name(stage: str) -> str:
@@ -143,7 +148,9 @@ class PipelinePlan:
 
     def stage_stats(self, stage: str) -> StageSummary:
         """The statistics a chain keeps of a stage whose topic it does not write."""
-        return StageSummary(dataset_columns(self.fields[stage]))
+        return StageSummary(
+            dataset_columns(self.fields[stage]), quality=QualityAgg(self.quality_layouts()[stage])
+        )
 
     def wiring(self, service: str) -> Wiring:
         """How the service named `service` (a step id; a chain's first step) reads and writes."""
@@ -260,6 +267,21 @@ def chain_groups(spec: PipelineSpec, steps: dict[str, Step[Any]]) -> tuple[list[
     position = {s: i for i, s in enumerate(order)}
     groups.sort(key=lambda g: position.get(g[0], 0))
     return groups, problems
+
+
+def _check_quality(spec: PipelineSpec, fields: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """The `quality:` section and every stage's gates against the metrics of that stage (a
+    misspelt gate fails at once, not at the run's end). Stages without fields were reported."""
+    layouts, problems = stage_layouts(spec, fields)
+    for stage in spec.stages:
+        layout = layouts.get(stage)
+        if layout is None:
+            continue
+        try:
+            parse_gates(spec.gates_of(stage), layout.metrics(), stage=stage, described=layout.describe())
+        except GateConfigError as exc:
+            problems.append(f"gates of {stage}: {exc}")
+    return problems
 
 
 def _check_step(

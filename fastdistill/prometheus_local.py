@@ -18,9 +18,14 @@ import yaml
 JOB = "fastdistill"
 
 
-def scrape_config(targets: dict[str, int], scrape_interval: str = "1s") -> dict[str, object]:
+def scrape_config(
+    targets: dict[str, int], scrape_interval: str = "1s", pipeline: str | None = None
+) -> dict[str, object]:
     """One job, one static target per service; the `service` label carries the service name the
-    way the compose config's DNS discovery does, so the same queries work on both.
+    way the compose config's DNS discovery does, so the same queries work on both. `pipeline`
+    labels every series of the stack's services with the pipeline's name, which the dashboards'
+    pipeline variable filters on; `honor_labels` keeps the coordinator's own `pipeline` label of
+    its per-run series.
 
     A service answers /metrics inside its own event loop, which Kafka calls can hold for a second
     or two; the timeout is therefore the whole interval (the most Prometheus allows), and an
@@ -35,8 +40,12 @@ def scrape_config(targets: dict[str, int], scrape_interval: str = "1s") -> dict[
         "scrape_configs": [
             {
                 "job_name": JOB,
+                "honor_labels": True,
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{port}"], "labels": {"service": name}}
+                    {
+                        "targets": [f"127.0.0.1:{port}"],
+                        "labels": {"service": name, **({"pipeline": pipeline} if pipeline else {})},
+                    }
                     for name, port in sorted(targets.items())
                 ],
             }
@@ -44,9 +53,11 @@ def scrape_config(targets: dict[str, int], scrape_interval: str = "1s") -> dict[
     }
 
 
-def write_config(targets: dict[str, int], path: Path, scrape_interval: str = "1s") -> Path:
+def write_config(
+    targets: dict[str, int], path: Path, scrape_interval: str = "1s", pipeline: str | None = None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval), sort_keys=False))
+    path.write_text(yaml.safe_dump(scrape_config(targets, scrape_interval, pipeline), sort_keys=False))
     return path
 
 

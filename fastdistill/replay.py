@@ -211,6 +211,7 @@ def replay_run(
     headers = replay_headers(replay_of, step)
     rows = batches = 0
     seq = 0
+    origin_ms = int(time.time() * 1000)
     producer.begin_transaction()
     try:
         for stage, records in originals.items():
@@ -220,7 +221,8 @@ def replay_run(
                 partition: int, record: dict[str, Any], topic: str = topic, schema: str = schema
             ) -> None:
                 nonlocal seq
-                record |= {"run_id": new_run, "producer": "replay", "batch_seq": seq}
+                # A replay is a new run: its rows' end-to-end latency starts now, not at the original's.
+                record |= {"run_id": new_run, "producer": "replay", "batch_seq": seq, "origin_ms": origin_ms}
                 clients.produce(producer, topic, serde.encode(schema, record), new_run, partition, headers)
                 seq += 1
 

@@ -144,6 +144,18 @@ class SinkSpec(BaseModel):
         return entries
 
 
+class QualitySpec(BaseModel):
+    """What the coordinator's quality reports compute beyond the generic numbers of every stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: stage -> the quality metric sets to run there, instead of those its columns call for
+    metric_sets: dict[str, list[str]] = Field(default_factory=dict)
+    #: the score columns (histograms in the report and on the dashboards); None: every
+    #: float/double column whose name ends in `score`
+    score_columns: list[str] | None = None
+
+
 class PipelineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -164,6 +176,7 @@ class PipelineSpec(BaseModel):
     #: Quality gates: `min_<metric>`/`max_<metric>` thresholds for the leaves, and per stage
     #: `<stage id>: {min_<metric>: x}` for any other.
     gates: dict[str, float | dict[str, float]] = Field(default_factory=dict)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
 
     @model_validator(mode="after")
     def _a_dag(self) -> PipelineSpec:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ from prometheus_client import Counter, Gauge
 
 from fastdistill.plan import PipelinePlan
 from fastdistill.replay import replay_origin
-from services.coordinator.run_state import RunState
+from services.coordinator.export import Series, run_series
+from services.coordinator.report_html import render_report
+from services.coordinator.run_state import REPORT_HTML, RunState
 from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients, control
@@ -41,11 +44,66 @@ log = logging.getLogger(__name__)
 
 GATE_VERDICTS = Counter("fd_gate_verdicts_total", "Quality gate verdicts", ["pipeline", "verdict"])
 GATE_PASSED = Gauge("fd_gate_passed", "1 if the run's gate passed, 0 if it failed", ["pipeline", "run_id"])
-RUN_ROWS = Gauge("fd_run_stage_rows", "Rows a stage emitted for a run", ["pipeline", "run_id", "stage"])
-RUN_QUALITY = Gauge(
-    "fd_run_quality", "Quality report metrics of the final stage", ["pipeline", "run_id", "metric"]
-)
 RUNS_FINISHED = Counter("fd_runs_finished_total", "Runs whose every stage drained", ["pipeline"])
+#: Per-run series (services.coordinator.export), by metric name.
+RUN_GAUGES: dict[str, Gauge] = {
+    name: Gauge(name, doc, labels)
+    for name, doc, labels in (
+        (
+            "fd_run_stage_rows",
+            "Rows of a run at a stage: in, out, dropped, errored, stopped, dead_lettered (progress sums)",
+            ["pipeline", "run_id", "stage", "kind"],
+        ),
+        (
+            "fd_run_latency_ms",
+            "Per-row latency quantile of a run's stage: queue (message timestamp to commit) or "
+            "end_to_end (seed produced to commit)",
+            ["pipeline", "run_id", "stage", "kind", "quantile"],
+        ),
+        (
+            "fd_run_end_to_end_ms",
+            "Per-row end-to-end latency quantile of a run at the pipeline's leaves",
+            ["pipeline", "run_id", "quantile"],
+        ),
+        (
+            "fd_run_quality",
+            "Quality metrics of a finished run per stage (final=true: the run's final stage)",
+            ["pipeline", "run_id", "stage", "metric", "final"],
+        ),
+        (
+            "fd_run_score",
+            "Statistics of a score column of a finished run, at the stage that adds it",
+            ["pipeline", "run_id", "stage", "column", "stat"],
+        ),
+        (
+            "fd_run_score_rows",
+            "Rows per bin of a score column of a finished run, at the stage that adds it",
+            ["pipeline", "run_id", "stage", "column", "bin"],
+        ),
+    )
+}
+#: Runs whose series stay exported (the most recently changed): Prometheus keeps the history.
+EXPORTED_RUNS = 100
+
+
+class RunExport:
+    """Sets the per-run gauges, removes series a run no longer has, and forgets the oldest runs."""
+
+    def __init__(self, keep: int = EXPORTED_RUNS) -> None:
+        self.keep = keep
+        self.exported: OrderedDict[str, set[tuple[str, tuple[tuple[str, str], ...]]]] = OrderedDict()
+
+    def apply(self, run_id: str, series: list[Series]) -> None:
+        new = {(s.metric, s.labels) for s in series}
+        for metric, labels in self.exported.pop(run_id, set()) - new:
+            RUN_GAUGES[metric].remove(*(value for _, value in labels))
+        for s in series:
+            RUN_GAUGES[s.metric].labels(*(value for _, value in s.labels)).set(s.value)
+        self.exported[run_id] = new
+        while len(self.exported) > self.keep:
+            _, old = self.exported.popitem(last=False)
+            for metric, labels in old:
+                RUN_GAUGES[metric].remove(*(value for _, value in labels))
 
 
 class CoordinatorService:
@@ -75,6 +133,8 @@ class CoordinatorService:
         #: undecodable records of the topics only the coordinator reads (progress, DLQ)
         self.dead_letters: list[dict[str, Any]] = []
         self.loop = PollLoop()
+        self.layouts = plan.quality_layouts()
+        self.export = RunExport()
 
     async def run(self) -> None:
         async with (
@@ -127,7 +187,7 @@ class CoordinatorService:
         runs: dict[str, RunState] = {}
         for run_id, value in read_compacted(self.kafka, self.spec.runs_topic).items():
             try:
-                runs[run_id] = RunState.from_json(json.loads(value)["snapshot"])
+                runs[run_id] = RunState.from_json(json.loads(value)["snapshot"], self.layouts)
             except Exception as exc:
                 # A foreign record must not stop every restart; it is re-read at every restore, so
                 # a dead letter would repeat: logged only.
@@ -151,7 +211,12 @@ class CoordinatorService:
     def _run(self, run_id: str) -> RunState:
         if run_id not in self.runs:
             self.runs[run_id] = RunState.new(
-                run_id, self.spec.stages, self._partitions_by_stage(), self.spec.primary_leaf, self.unwritten
+                run_id,
+                self.spec.stages,
+                self._partitions_by_stage(),
+                self.spec.primary_leaf,
+                unwritten=self.unwritten,
+                layouts=self.layouts,
             )
             if run_id in self.limits:
                 self.runs[run_id].set_limit(self.limits[run_id])
@@ -259,8 +324,11 @@ class CoordinatorService:
         """Reports beside the dataset; pure functions of the state, so rewriting them is harmless."""
         folder = Path(self.spec.sink.output_dir) / self.spec.name / state.run_id / "reports"
         folder.mkdir(parents=True, exist_ok=True)
-        for name, report in state.reports().items():
+        reports = state.reports()
+        for name, report in reports.items():
             (folder / f"{name}.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+        html = folder.parent / REPORT_HTML
+        html.write_text(render_report(self.spec.name, state, reports), encoding="utf-8")
 
     # -- output --------------------------------------------------------------------------------
     def _commit(self) -> None:
@@ -314,9 +382,6 @@ class CoordinatorService:
                 time.sleep(min(5.0, 0.5 * attempt))
 
     def _export_metrics(self, state: RunState) -> None:
-        for stage, rows in state.rows_out().items():
-            RUN_ROWS.labels(self.spec.name, state.run_id, stage).set(rows)
+        self.export.apply(state.run_id, run_series(state, self.spec.name))
         if state.verdict is not None:
             GATE_PASSED.labels(self.spec.name, state.run_id).set(1 if state.verdict["passed"] else 0)
-            for metric, value in state.final_quality().items():
-                RUN_QUALITY.labels(self.spec.name, state.run_id, metric).set(value)

@@ -1,171 +1,191 @@
-"""The quality report of a stage: keep/reject counts, execution and gold rates, teacher scores.
+"""The quality report of a stage, for any task.
 
-- p_keep = kept / total; only `keep is False` rejects, so rows without `keep` (stages before
-  rule_filter) or with `keep` None count as kept.
-- exec_pass_rate = exec_pass True / rows whose exec_pass is present and not None.
-- gold_match_rate = gold_match True / rows whose gold_match is not None (sql_eval leaves it
-  None without a gold query, and when the gold query failed).
-- gold_errored = rows whose gold query failed (`gold_error` set), counted apart from
-  gold_evaluated; gold_error_rate = gold_errored / rows with a gold query (gold_evaluated +
-  gold_errored); `gold_errors` counts them by error text like `exec_errors`.
-- teacher_score min/max/mean over rows with a teacher_score (the judge score of the gates).
+Generic, on every stage:
+- total, kept, rejected, p_keep = kept / total; only `keep is False` rejects, so rows without
+  `keep` (stages before a filter) or with `keep` None count as kept; `reject_reasons` counts
+  rows per `reject_reason` (rows without one are not counted).
+- `columns`: per numeric column of the stage's schema (services.coordinator.layout) count (non-null
+  finite values), nulls, non_finite (NaN, ±inf), min, mean, p50, p95, max, from a mergeable
+  `shared.sketch.Sketch` (exact while a column has at most 64 distinct values, else within 2.2 %);
+  the stage's score columns also carry a `histogram`.
+- the metrics of each metric set that runs on the stage (`metric_sets`; e.g. `sql`: exec and gold
+  rates, error texts), flat in the report as before.
 
-Columns a stage does not have yet (say `exec_pass` before sql_eval) give None rates rather
-than 0, so a gate on them reports the metric as missing instead of as a failure of the data.
+`metrics()` is every number gates may name on the stage: the generic four, each set's metrics
+and `<column>_<stat>` for every numeric column (e.g. `teacher_score_mean`, `teacher_latency_ms_p95`).
+A number the data cannot give (a rate of nothing, the mean of an empty column) is None, which a
+gate reports as missing rather than as a failure of the data.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any
 
-from services.coordinator.timing import Summary
+from services.coordinator.layout import COLUMN_STATS, QualityLayout
+from services.coordinator.metrics import MetricSet, MetricValue, merge_tally, metric_set, rate, tally
+from services.coordinator.metrics.sql import SqlMetrics
+from shared.sketch import Sketch
 
+#: Bins of a score column's histogram in the report (while its values are not few enough to list).
+HISTOGRAM_BINS = 10
+#: A score column with at most this many distinct values lists each one as its own bin.
+HISTOGRAM_DISTINCT = 20
 
-class QualityMetrics(TypedDict):
-    """The numbers of a quality report: what quality gates (`min_<name>`, `max_<name>`) refer to."""
-
-    total: int
-    kept: int
-    rejected: int
-    p_keep: float | None
-    exec_evaluated: int  # rows carrying exec_pass (not None)
-    exec_passed: int
-    exec_pass_rate: float | None
-    gold_evaluated: int  # rows whose gold_match is not None
-    gold_matched: int
-    gold_match_rate: float | None
-    gold_errored: int  # rows whose gold_error is set (not in gold_evaluated)
-    gold_error_rate: float | None
-    teacher_score_min: float | None
-    teacher_score_max: float | None
-    teacher_score_mean: float | None
+Row = dict[str, Any]
 
 
-class QualityReport(QualityMetrics):
-    run_id: str
-    stage: str
-    reject_reasons: dict[str, int]
-    exec_errors: dict[str, int]  # error text (cut to MAX_ERROR_CHARS) -> rows
-    gold_errors: dict[str, int]  # the same for gold_error
-
-
-#: Metric names, in report order.
-QUALITY_METRICS: tuple[str, ...] = tuple(QualityMetrics.__annotations__)
-#: The aggregate's plain counters, which merge by addition.
-_COUNTERS = (
-    "total",
-    "kept",
-    "exec_evaluated",
-    "exec_passed",
-    "gold_evaluated",
-    "gold_matched",
-    "gold_errored",
-)
-#: Counters added after snapshots were first stored: absent from an old snapshot means 0.
-_NEWER_COUNTERS = frozenset({"gold_errored"})
-#: Error texts can embed whole queries; the cap bounds the size of the counts' keys.
-MAX_ERROR_CHARS = 200
-
-
-def _count(counts: dict[str, int], key: str, n: int = 1) -> None:
-    counts[key] = counts.get(key, 0) + n
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-@dataclass
 class QualityAgg:
-    total: int = 0
-    kept: int = 0
-    exec_evaluated: int = 0
-    exec_passed: int = 0
-    gold_evaluated: int = 0
-    gold_matched: int = 0
-    gold_errored: int = 0
-    scores: Summary = field(default_factory=Summary)
-    reject_reasons: dict[str, int] = field(default_factory=dict)
-    exec_errors: dict[str, int] = field(default_factory=dict)
-    gold_errors: dict[str, int] = field(default_factory=dict)
+    def __init__(self, layout: QualityLayout | None = None) -> None:
+        self.layout = layout or QualityLayout()
+        self.total = 0
+        self.kept = 0
+        self.reject_reasons: dict[str, int] = {}
+        self.columns = {column: Sketch() for column, _ in self.layout.numeric}
+        self.nulls = dict.fromkeys(self.columns, 0)
+        self.sets: dict[str, MetricSet] = {name: metric_set(name)() for name in self.layout.sets}
+        #: restored from a snapshot written before column statistics existed: rows seen before
+        #: the restore are missing from `columns`
+        self.columns_partial = False
 
-    def add_rows(self, rows: list[dict[str, Any]]) -> None:
-        for row in rows:
-            self.total += 1
-            # Only an explicit False rejects: stages before rule_filter have no `keep` at all.
-            self.kept += row.get("keep") is not False
-            if row.get("exec_pass") is not None:
-                self.exec_evaluated += 1
-                self.exec_passed += bool(row["exec_pass"])
-            if row.get("gold_match") is not None:
-                self.gold_evaluated += 1
-                self.gold_matched += bool(row["gold_match"])
-            if row.get("teacher_score") is not None:
-                self.scores.add(row["teacher_score"])
-            if row.get("reject_reason") is not None:
-                _count(self.reject_reasons, str(row["reject_reason"]))
-            if row.get("exec_error"):
-                _count(self.exec_errors, str(row["exec_error"])[:MAX_ERROR_CHARS])
-            if row.get("gold_error") is not None:
-                self.gold_errored += 1
-                _count(self.gold_errors, str(row["gold_error"])[:MAX_ERROR_CHARS])
+    def add_rows(self, rows: list[Row]) -> None:
+        # Column-wise: list comprehensions and Counter.update run in C, a per-row loop does not.
+        self.total += len(rows)
+        self.kept += len(rows) - [row.get("keep") for row in rows].count(False)
+        for reason in [row.get("reject_reason") for row in rows]:
+            if reason is not None:
+                tally(self.reject_reasons, str(reason))
+        for column, is_float in self.layout.numeric:
+            values = [row.get(column) for row in rows]
+            present = [v for v in values if v is not None]
+            self.nulls[column] += len(values) - len(present)
+            if is_float:
+                self.columns[column].add_floats(present)
+            else:
+                self.columns[column].add_ints(present)
+        for metrics in self.sets.values():
+            metrics.add_rows(rows)
 
     def merge(self, other: QualityAgg) -> None:
-        for name in _COUNTERS:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.scores.merge(other.scores)
-        for key, n in other.reject_reasons.items():
-            _count(self.reject_reasons, key, n)
-        for key, n in other.exec_errors.items():
-            _count(self.exec_errors, key, n)
-        for key, n in other.gold_errors.items():
-            _count(self.gold_errors, key, n)
+        """Add `other` (the same stage's rows, elsewhere). Of another layout (a step of another
+        version of the pipeline, statistics in a progress record) only the columns and sets both
+        have are merged, and the report says its columns are partial: never an exception, which
+        would stop the coordinator on that record at every restart."""
+        self.total += other.total
+        self.kept += other.kept
+        merge_tally(self.reject_reasons, other.reject_reasons)
+        for column, sketch in self.columns.items():
+            theirs = other.columns.get(column)
+            if theirs is not None and theirs.exact_limit == sketch.exact_limit:
+                sketch.merge(theirs)
+                self.nulls[column] += other.nulls[column]
+        for name, metrics in self.sets.items():
+            if name in other.sets and type(other.sets[name]) is type(metrics):
+                metrics.merge(other.sets[name])
+        self.columns_partial |= other.columns_partial or other.layout != self.layout
 
-    def metrics(self) -> QualityMetrics:
-        return QualityMetrics(
-            total=self.total,
-            kept=self.kept,
-            rejected=self.total - self.kept,
-            p_keep=_rate(self.kept, self.total),
-            exec_evaluated=self.exec_evaluated,
-            exec_passed=self.exec_passed,
-            exec_pass_rate=_rate(self.exec_passed, self.exec_evaluated),
-            gold_evaluated=self.gold_evaluated,
-            gold_matched=self.gold_matched,
-            gold_match_rate=_rate(self.gold_matched, self.gold_evaluated),
-            gold_errored=self.gold_errored,
-            gold_error_rate=_rate(self.gold_errored, self.gold_evaluated + self.gold_errored),
-            teacher_score_min=self.scores.min,
-            teacher_score_max=self.scores.max,
-            teacher_score_mean=self.scores.mean,
-        )
+    # -- output --------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, MetricValue]:
+        values: dict[str, MetricValue] = {
+            "total": self.total,
+            "kept": self.kept,
+            "rejected": self.total - self.kept,
+            "p_keep": rate(self.kept, self.total),
+        }
+        for metrics in self.sets.values():
+            values |= metrics.values()
+        for column in self.columns:
+            stats = self.column_report(column)
+            values |= {f"{column}_{stat}": stats[stat] for stat in COLUMN_STATS}
+        return values
 
-    def report(self, run_id: str, stage: str) -> QualityReport:
-        return QualityReport(
-            run_id=run_id,
-            stage=stage,
-            **self.metrics(),
-            reject_reasons=dict(sorted(self.reject_reasons.items())),
-            exec_errors=dict(sorted(self.exec_errors.items())),
-            gold_errors=dict(sorted(self.gold_errors.items())),
-        )
-
-    def to_json(self) -> dict[str, Any]:
+    def column_report(self, column: str) -> dict[str, Any]:
+        sketch = self.columns[column]
+        stats = sketch.report()
         return {
-            **{name: getattr(self, name) for name in _COUNTERS},
-            "scores": self.scores.to_json(),
-            "reject_reasons": dict(sorted(self.reject_reasons.items())),
-            "exec_errors": dict(sorted(self.exec_errors.items())),
-            "gold_errors": dict(sorted(self.gold_errors.items())),
+            "count": stats["count"],
+            "nulls": self.nulls[column],
+            "non_finite": sketch.non_finite,
+            "min": stats["min"],
+            "mean": stats["mean"],
+            "p50": stats["p50"],
+            "p95": stats["p95"],
+            "max": stats["max"],
         }
 
+    def histogram(self, column: str) -> list[dict[str, float | int]]:
+        """Each distinct value while there are few (low == high), else equal-width bins."""
+        sketch = self.columns[column]
+        distinct = sketch.distinct()
+        if distinct is not None and len(distinct) <= HISTOGRAM_DISTINCT:
+            return [{"low": v, "high": v, "count": n} for v, n in distinct]
+        return [{"low": lo, "high": hi, "count": n} for lo, hi, n in sketch.histogram(HISTOGRAM_BINS)]
+
+    def report(self, run_id: str, stage: str) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "run_id": run_id,
+            "stage": stage,
+            "total": self.total,
+            "kept": self.kept,
+            "rejected": self.total - self.kept,
+            "p_keep": rate(self.kept, self.total),
+            "reject_reasons": dict(sorted(self.reject_reasons.items())),
+            "metric_sets": list(self.sets),
+        }
+        for metrics in self.sets.values():
+            report |= metrics.values() | metrics.counts()
+        columns: dict[str, Any] = {}
+        for column in self.columns:
+            columns[column] = self.column_report(column)
+            if column in self.layout.scores:
+                columns[column]["histogram"] = self.histogram(column)
+        report["columns"] = columns
+        if self.columns_partial:
+            report["columns_partial"] = True
+        return report
+
+    # -- snapshot ------------------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "layout": self.layout.to_json(),
+            "total": self.total,
+            "kept": self.kept,
+            "reject_reasons": dict(sorted(self.reject_reasons.items())),
+            "columns": {column: sketch.to_json() for column, sketch in self.columns.items()},
+            "nulls": dict(self.nulls),
+            "sets": {name: metrics.to_json() for name, metrics in self.sets.items()},
+        }
+        if self.columns_partial:
+            data["columns_partial"] = True
+        return data
+
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> QualityAgg:
-        return cls(
-            **{name: data.get(name, 0) if name in _NEWER_COUNTERS else data[name] for name in _COUNTERS},
-            scores=Summary.from_json(data["scores"]),
-            reject_reasons=dict(data["reject_reasons"]),
-            exec_errors=dict(data["exec_errors"]),
-            gold_errors=dict(data.get("gold_errors", {})),
-        )
+    def from_json(cls, data: dict[str, Any], layout: QualityLayout | None = None) -> QualityAgg:
+        """From `to_json`; a snapshot of the fixed SQL report that came before takes `layout`
+        (the stage's today; default the `sql` set alone) and keeps its counts."""
+        if "layout" not in data:
+            return cls._from_legacy(data, layout or QualityLayout(sets=("sql",)))
+        agg = cls(QualityLayout.from_json(data["layout"]))
+        agg.total, agg.kept = data["total"], data["kept"]
+        agg.reject_reasons = dict(data["reject_reasons"])
+        agg.columns = {column: Sketch.from_json(sketch) for column, sketch in data["columns"].items()}
+        agg.nulls = dict(data["nulls"])
+        agg.sets = {name: metric_set(name).from_json(value) for name, value in data["sets"].items()}
+        agg.columns_partial = bool(data.get("columns_partial", False))
+        return agg
+
+    @classmethod
+    def _from_legacy(cls, data: dict[str, Any], layout: QualityLayout) -> QualityAgg:
+        agg = cls(layout)
+        agg.total, agg.kept = data["total"], data["kept"]
+        agg.reject_reasons = dict(data["reject_reasons"])
+        if "sql" in agg.sets:
+            agg.sets["sql"] = SqlMetrics.from_json(data)
+        # The old teacher-score summary had no histogram: the columns start from here.
+        agg.columns_partial = bool(agg.columns) and agg.total > 0
+        return agg
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, QualityAgg) and self.to_json() == other.to_json()
+
+    def __repr__(self) -> str:
+        return f"QualityAgg({self.to_json()!r})"

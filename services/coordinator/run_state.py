@@ -23,15 +23,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.coordinator.gates import GateConfigError, evaluate_gates
+from services.coordinator.gates import GateConfigError, evaluate_gates, parse_gates
+from services.coordinator.layout import QualityLayout
 from services.coordinator.manifest import ManifestAgg, iso_ms
+from services.coordinator.metrics import MetricValue
 from services.coordinator.quality import QualityAgg
 from services.coordinator.stage_stats import merge_stats
 from services.coordinator.timing import StepTiming, timing_report
 from shared.pipeline import SEEDS_STAGE
 from shared.runtime.markers import MarkerTracker
 
-SNAPSHOT_VERSION = 1
+#: 2: quality aggregates by layout (columns, metric sets); 1 (the fixed SQL report) still restores.
+SNAPSHOT_VERSION = 2
+_RESTORABLE = (1, 2)
+#: The dead letters of the seeds stage are those of `fastdistill produce` (rows it refused).
+SEED_DEAD_LETTER_STEP = "produce"
+#: Where the HTML report is written, relative to the run's folder (the sink links it from there).
+REPORT_HTML = "reports/report.html"
 _COUNTS = ("rows_in", "rows_out", "rows_dropped", "rows_errored", "rows_stopped", "batches")
 
 
@@ -108,6 +116,8 @@ class RunState:
     seeds_expected: int | None = None
     #: Stages whose topic is not written (inner steps of operator chains).
     unwritten: list[str] = field(default_factory=list)
+    #: The pipeline's leaves, as `finish` was told (the run's end-to-end latency is theirs).
+    leaves: list[str] | None = None
 
     @classmethod
     def new(
@@ -117,8 +127,18 @@ class RunState:
         partitions_by_stage: dict[str, int],
         final_stage: str | None = None,
         unwritten: list[str] | None = None,
+        layouts: dict[str, QualityLayout] | None = None,
     ) -> RunState:
-        state = cls(run_id, {stage: StageState(partitions_by_stage[stage]) for stage in stages})
+        """`layouts`: what each stage's quality report computes (PipelinePlan.quality_layouts());
+        a stage without one reports the generic numbers only."""
+        layouts = layouts or {}
+        state = cls(
+            run_id,
+            {
+                stage: StageState(partitions_by_stage[stage], quality=QualityAgg(layouts.get(stage)))
+                for stage in stages
+            },
+        )
         state.final_stage = final_stage
         state.unwritten = list(unwritten or [])
         return state
@@ -142,6 +162,9 @@ class RunState:
     def _final(self) -> str:
         """The stage a limit counts and the headline quality is of (the primary leaf)."""
         return self.final_stage if self.final_stage in self.stages else list(self.stages)[-1]
+
+    def _leaves(self) -> list[str]:
+        return [s for s in self.leaves if s in self.stages] if self.leaves is not None else [self._final]
 
     @property
     def _sources(self) -> list[str]:
@@ -225,12 +248,15 @@ class RunState:
         """Evaluate the gates of every stage that has some (`gates`: stage -> thresholds); failures
         on a stage that is not a leaf name it."""
         self.finished_ms = now_ms
+        self.leaves = leaves
         failures: list[str] = []
         for stage, thresholds in gates.items():
             if stage not in self.stages or not thresholds:
                 continue
+            layout = self.stages[stage].quality.layout
             try:
-                verdict = evaluate_gates(thresholds, self.stages[stage].quality.metrics())
+                parsed = parse_gates(thresholds, layout.metrics(), stage=stage, described=layout.describe())
+                verdict = evaluate_gates(parsed, self.stage_metrics(stage))
             except GateConfigError as exc:
                 # Raising would crash-loop the coordinator on the same input; a failed verdict
                 # blocks the release and shows the configuration error where the verdict is read.
@@ -248,11 +274,37 @@ class RunState:
             for stage, state in self.stages.items()
         }
 
-    def final_quality(self) -> dict[str, float]:
+    def flow(self, stage: str) -> dict[str, MetricValue]:
+        """Rows in, out, dropped, errored and dead-lettered at `stage` (None: nobody counted them,
+        e.g. rows in of the seeds)."""
+        state = self.stages[stage]
+        counts = state.progress.counts if state.progress else None
+        step = SEED_DEAD_LETTER_STEP if stage == SEEDS_STAGE else stage
+        return {
+            "rows_in": counts["rows_in"] if counts else None,
+            "rows_out": counts["rows_out"] if counts else state.manifest.count,
+            "rows_dropped": counts["rows_dropped"] if counts else None,
+            "rows_errored": counts["rows_errored"] if counts else None,
+            "dead_letters": sum(self.dead_letters.get(step, {}).values()),
+        }
+
+    def stage_metrics(self, stage: str) -> dict[str, MetricValue]:
+        """Every metric gates may name on `stage`: its quality metrics and its flow."""
+        return self.stages[stage].quality.metrics() | self.flow(stage)
+
+    def quality_by_stage(self) -> dict[str, dict[str, float]]:
+        """The numeric metrics of every stage once the run is done (exported as gauges)."""
         if self.verdict is None:
             return {}
-        metrics = self.stages[self._final].quality.metrics()
-        return {name: float(value) for name, value in metrics.items() if isinstance(value, int | float)}
+        return {
+            stage: {
+                name: float(v) for name, v in self.stage_metrics(stage).items() if isinstance(v, int | float)
+            }
+            for stage in self.stages
+        }
+
+    def final_quality(self) -> dict[str, float]:
+        return self.quality_by_stage().get(self._final, {})
 
     def started_ms(self) -> int | None:
         firsts = [
@@ -297,10 +349,14 @@ class RunState:
                 state.manifest.report(self.run_id, stage, self.finished_ms)
                 for stage, state in self.stages.items()
             ],
-            "quality": [state.quality.report(self.run_id, stage) for stage, state in self.stages.items()],
+            "quality": [
+                state.quality.report(self.run_id, stage) | {"flow": self.flow(stage)}
+                for stage, state in self.stages.items()
+            ],
             "timing": timing_report(
                 self.run_id,
                 {stage: s.progress.timing for stage, s in self.stages.items() if s.progress is not None},
+                self._leaves(),
             ),
             **({"replay": {"run_id": self.run_id, **self.replay}} if self.replay else {}),
             **({"early_stop": early_stop} if early_stop is not None else {}),
@@ -326,6 +382,7 @@ class RunState:
             "verdict": self.verdict,
             "early_stop": self.early_stop(),
             "reports": self.reports() if self.status == "done" else None,
+            "report_html": REPORT_HTML if self.status == "done" else None,
         }
 
     # -- snapshot ------------------------------------------------------------------------------
@@ -345,6 +402,7 @@ class RunState:
             "taken": self.taken,
             "seeds_expected": self.seeds_expected,
             "unwritten": self.unwritten,
+            "leaves": self.leaves,
             "stages": [
                 {
                     "stage": stage,
@@ -362,9 +420,10 @@ class RunState:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunState:
-        if data.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"run snapshot version {data.get('version')!r}, expected {SNAPSHOT_VERSION}")
+    def from_json(cls, data: dict[str, Any], layouts: dict[str, QualityLayout] | None = None) -> RunState:
+        """`layouts` (the pipeline's today) give a version 1 snapshot's quality its columns and sets."""
+        if data.get("version") not in _RESTORABLE:
+            raise ValueError(f"run snapshot version {data.get('version')!r}, expected one of {_RESTORABLE}")
         run_id = data["run_id"]
         stages: dict[str, StageState] = {}
         for entry in data["stages"]:
@@ -375,7 +434,7 @@ class RunState:
                 entry["partitions"],
                 markers,
                 ManifestAgg.from_json(entry["manifest"]),
-                QualityAgg.from_json(entry["quality"]),
+                QualityAgg.from_json(entry["quality"], (layouts or {}).get(entry["stage"])),
                 StepProgress.from_json(entry["progress"]) if entry["progress"] else None,
             )
         return cls(
@@ -393,4 +452,5 @@ class RunState:
             sources=data.get("sources"),
             seeds_expected=data.get("seeds_expected"),
             unwritten=list(data.get("unwritten", [])),
+            leaves=data.get("leaves"),
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ def produce_run(
     total = 0
     n_dead = 0
     max_bytes = kafka.max_message_bytes - MESSAGE_OVERHEAD
+    # Where every row's end-to-end latency starts (the steps carry it on, oldest first).
+    origin_ms = int(time.time() * 1000)
 
     def encode(part: list[Row], end_of_run: dict[str, Any] | None) -> bytes:
         record = {
@@ -106,6 +109,7 @@ def produce_run(
             "lineage": [],
             "rows": part,
             "end_of_run": end_of_run,
+            "origin_ms": origin_ms,
         }
         return serde.encode(schema, record)
 

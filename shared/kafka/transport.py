@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from typing import cast
 
-from confluent_kafka import KafkaException, Message, Producer
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaException, Message, Producer
 from confluent_kafka import TopicPartition as KafkaPartition
 
 from shared.config import KafkaSettings
@@ -103,6 +103,7 @@ class KafkaTransport:
 
 
 def _record(msg: Message) -> InputRecord:
+    kind, timestamp_ms = msg.timestamp()
     return InputRecord(
         msg.topic() or "",
         msg.partition() or 0,
@@ -111,4 +112,5 @@ def _record(msg: Message) -> InputRecord:
         # librdkafka hands a consumed message's headers as (name, bytes or None) pairs; the wider
         # type confluent-kafka declares also covers what a producer may be given (a dict, str values).
         tuple(cast("list[tuple[str, bytes | None]]", msg.headers() or [])),
+        timestamp_ms if kind != TIMESTAMP_NOT_AVAILABLE and timestamp_ms > 0 else 0,
     )

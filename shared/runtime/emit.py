@@ -125,6 +125,11 @@ class Emitter:
                 e.rows_dropped += tally.dropped
                 e.rows_stopped += tally.stopped
                 e.batches += 1
+                # Per row (MarkTime): every step of a chain commits in this transaction.
+                if pm.timestamp_ms:
+                    e.note_queue(now_ms - pm.timestamp_ms, tally.rows_in - tally.stopped)
+                if pm.origin_ms:
+                    e.note_e2e(now_ms - pm.origin_ms, tally.rows_out - rejected)
                 labels = {"step": member.stage}
                 metrics.ROWS_OUT.labels(**labels).inc(tally.rows_out - rejected)
                 metrics.ROWS_DROPPED.labels(**labels).inc(tally.dropped)
@@ -176,13 +181,17 @@ class Emitter:
         rejected: list[tuple[Row, str, str]] = []
         for partition, group in sorted(groups.items()):
             try:
-                too_large = self._batch(member, pm.run_id or "", partition, lineage, group, None, out)
+                too_large = self._batch(
+                    member, pm.run_id or "", partition, lineage, group, None, out, pm.origin_ms
+                )
             except (ValueError, TypeError, OverflowError):
                 # A row that does not fit the stage's schema: find it, so one bad row costs a dead
                 # letter instead of a service that fails on the same input at every restart.
                 group, violations = self._schema_violations(member, group)
                 rejected += violations
-                too_large = self._batch(member, pm.run_id or "", partition, lineage, group, None, out)
+                too_large = self._batch(
+                    member, pm.run_id or "", partition, lineage, group, None, out, pm.origin_ms
+                )
             rejected += [
                 (row, "MessageTooLarge", too_large_message(size, self.max_message_bytes))
                 for row, size in too_large
@@ -215,6 +224,7 @@ class Emitter:
                 "lineage": [],
                 "rows": [row],
                 "end_of_run": None,
+                "origin_ms": 0,
             }
             try:
                 self.serde.encode(member.schema, record)
@@ -265,6 +275,8 @@ class Emitter:
             e.rows_out += len(rows) - rejected
             e.rows_errored += rejected + len(letters)
             e.partitions_ended.append(pm.partition)
+            if pm.origin_ms:  # rows held to the drain: their origin is the marker's (the run's)
+                e.note_e2e(e.last_ms - pm.origin_ms, len(rows) - rejected)
             metrics.ROWS_OUT.labels(step=member.stage).inc(len(rows) - rejected)
             metrics.RUNS_ENDED.labels(step=member.stage).inc()
             if member.topic is None:
@@ -276,7 +288,7 @@ class Emitter:
             }
             lineage = [*pm.lineage, *self.signatures[: k + 1]]
             for partition in range(self.output_partitions[member.topic]):
-                self._batch(member, run_id, partition, lineage, [], eor, out)
+                self._batch(member, run_id, partition, lineage, [], eor, out, pm.origin_ms)
 
     def _batch(
         self,
@@ -287,6 +299,7 @@ class Emitter:
         rows: list[Row],
         eor: dict[str, Any] | None,
         out: list[OutputRecord],
+        origin_ms: int = 0,
     ) -> list[tuple[Row, int]]:
         """One message, or several where one would exceed the message size; returns the rows that
         fit in no message, with their size."""
@@ -302,6 +315,7 @@ class Emitter:
                 "lineage": lineage,
                 "rows": part,
                 "end_of_run": eor,
+                "origin_ms": origin_ms,
             }
             self._seq += 1
             return self.serde.encode(schema, record)

@@ -52,6 +52,10 @@ class PendingMessage:
     tallies: list[Tally] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     finished: float | None = None
+    #: the broker's timestamp of the message and the origin of its batch (ms since the epoch;
+    #: 0: unknown), for the per-row latencies of the progress record
+    timestamp_ms: int = 0
+    origin_ms: int = 0
 
     @property
     def tp(self) -> TopicPartition:

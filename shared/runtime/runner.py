@@ -345,7 +345,14 @@ class StepRunner:
 
     def _accept(self, msg: InputRecord) -> None:
         source = self._inputs_by_topic[msg.topic]
-        pm = PendingMessage(msg.topic, msg.partition, msg.offset, self.clock(), source=source.stage)
+        pm = PendingMessage(
+            msg.topic,
+            msg.partition,
+            msg.offset,
+            self.clock(),
+            source=source.stage,
+            timestamp_ms=msg.timestamp_ms,
+        )
         self.queues.append(pm)
         replayed_from = msg.header(REPLAY_FROM_STEP)
         if replayed_from is not None and replayed_from not in self.w.replay_scope:
@@ -369,6 +376,7 @@ class StepRunner:
             return
         pm.run_id = record["run_id"]
         pm.lineage = record["lineage"]
+        pm.origin_ms = record.get("origin_ms") or 0
         if record["end_of_run"] is not None:
             pm.marker = record["end_of_run"]
             return

@@ -26,6 +26,9 @@ class InputRecord:
     offset: int
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    #: the broker's timestamp of the message (ms since the epoch; 0: unknown): where a row's
+    #: queue-to-commit latency starts
+    timestamp_ms: int = 0
 
     @property
     def source(self) -> tuple[str, int, int]:

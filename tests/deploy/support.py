@@ -125,8 +125,10 @@ def grafana_vars(expr: str) -> set[str]:
     return {a or b for a, b in _VAR.findall(expr)}
 
 
-def concrete(expr: str) -> str:
-    return _VAR.sub(lambda m: GRAFANA_VARS[m.group(1) or m.group(2)], expr)
+def concrete(expr: str, **values: str) -> str:
+    """`expr` with Grafana's variables replaced: `values` (e.g. pipeline="x") over GRAFANA_VARS."""
+    known = GRAFANA_VARS | values
+    return _VAR.sub(lambda m: known[m.group(1) or m.group(2)], expr)
 
 
 # A small PromQL scan, enough for the dashboards: after removing strings, label matchers, ranges and

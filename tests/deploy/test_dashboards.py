@@ -3,6 +3,7 @@ services register, every label value it filters on exists, and the provisioning 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,7 +13,8 @@ from prometheus_client import REGISTRY
 import fastdistill.services.coordinator
 import services.teacher.metrics
 import shared.metrics
-from services.coordinator.quality import QUALITY_METRICS
+from fastdistill.plan import PipelinePlan
+from services.coordinator.export import QUANTILES, ROW_KINDS, SCORE_STATS
 from tests.deploy.support import (
     REPO,
     dashboards,
@@ -70,19 +72,58 @@ def test_every_queried_metric_exists_in_the_services(board: str, panel: str, exp
     assert not missing, f"{board} / {panel}: {sorted(missing)} are registered by no service"
 
 
+#: Values the coordinator's per-run series take, by (metric, label).
+RUN_LABELS = {
+    ("fd_run_stage_rows", "kind"): set(ROW_KINDS),
+    ("fd_run_latency_ms", "kind"): {"queue", "end_to_end"},
+    ("fd_run_latency_ms", "quantile"): {q for q, _ in QUANTILES},
+    ("fd_run_end_to_end_ms", "quantile"): {q for q, _ in QUANTILES},
+    ("fd_run_score", "stat"): set(SCORE_STATS),
+    ("fd_run_quality", "final"): {"true", "false"},
+}
+
+
 def test_label_values_the_panels_filter_on_exist() -> None:
-    steps = {s.id for s in pipeline().steps}
+    spec = pipeline()
+    steps = {s.id for s in spec.steps}
+    layouts = PipelinePlan.build(spec).quality_layouts().values()
+    metrics = {name for layout in layouts for name in layout.metrics()}
     for board, panel, expr in exprs():
         for metric, label, op, value in label_matchers(expr):
+            where = f"{board} / {panel}: {metric}{{{label}{op}{value!r}}}"
+            if op == "=~" and (metric, label) in RUN_LABELS and "$" not in value:
+                assert set(value.split("|")) <= RUN_LABELS[metric, label], f"{where}: no such value"
             if "$" in value or op in ("=~", "!~"):
                 continue
-            where = f"{board} / {panel}: {metric}{{{label}{op}{value!r}}}"
             if label == "step":
                 assert value in steps, f"{where}: no such step in the example pipeline"
+            elif label == "stage":
+                assert value in spec.stages, f"{where}: no such stage in the example pipeline"
             elif metric == "fd_run_quality" and label == "metric":
-                assert value in QUALITY_METRICS, f"{where}: the quality report has no such metric"
+                assert value in metrics, f"{where}: no stage of the example reports such a metric"
+            elif (metric, label) in RUN_LABELS:
+                assert value in RUN_LABELS[metric, label], f"{where}: the coordinator exports no such value"
             elif metric == "fd_teacher_requests_total" and label == "outcome":
                 assert value == "ok", f"{where}: filter outcomes other than `ok` with a regex"
+
+
+def test_every_dashboard_filters_by_pipeline_and_its_run_series_by_run() -> None:
+    """Pipeline and run variables on every board; every selector keeps to the chosen pipeline, and
+    the coordinator's per-run series to the chosen runs (never a sum over every run)."""
+    for name, board in dashboards().items():
+        variables = [v["name"] for v in board["templating"]["list"]]
+        assert variables[:2] == ["pipeline", "run_id"], name
+        for panel in panels(board):
+            for target in panel["targets"]:
+                selectors = re.findall(r"(fd_\w+)(\{[^{}]*\})?", target["expr"])
+                assert selectors, f"{name} / {panel['title']}"
+                for metric, labels in selectors:
+                    where = f"{name} / {panel['title']}: {metric}"
+                    assert 'pipeline=~"$pipeline"' in labels, f"{where} does not filter by pipeline"
+                    if metric.startswith(("fd_run_", "fd_gate_passed")):
+                        assert 'run_id=~"$run_id"' in labels, f"{where} does not filter by run"
+                        summed = r"sum(\s+by\s*\((?![^)]*run_id)[^)]*\))?\s*\(" + metric
+                        assert not re.search(summed, target["expr"]), f"{where} is summed over runs"
 
 
 def test_every_variable_a_query_uses_is_defined() -> None:
@@ -129,8 +170,8 @@ def test_each_dashboard_shows_what_the_issue_asks_for() -> None:
         assert needle in overview, f"pipeline overview lacks {needle}"
     teacher = _uses(boards["teacher.json"])
     for needle in (
-        "sum by (outcome) (rate(fd_teacher_requests_total[",
-        'fd_teacher_requests_total{outcome!="ok"}',
+        'sum by (outcome) (rate(fd_teacher_requests_total{pipeline=~"$pipeline"}[',
+        'fd_teacher_requests_total{pipeline=~"$pipeline", outcome!="ok"}',
         "fd_teacher_retries_total",
         "fd_teacher_request_seconds_bucket",
         "fd_teacher_tokens_total",
@@ -138,16 +179,27 @@ def test_each_dashboard_shows_what_the_issue_asks_for() -> None:
     ):
         assert needle in teacher, f"teacher dashboard lacks {needle}"
     quality = _uses(boards["quality.json"])
+    runs = 'pipeline=~"$pipeline", run_id=~"$run_id"'
     for needle in (
-        'metric="exec_pass_rate"',
-        'metric="gold_match_rate"',
-        'metric="p_keep"',
-        'fd_rows_dropped_total{step="dedup"}) / sum(fd_rows_in_total{step="dedup"}',
-        'metric="teacher_score_mean"',
+        f'fd_run_quality{{{runs}, final="true", metric="exec_pass_rate"}}',
+        f'fd_run_quality{{{runs}, final="true", metric="gold_match_rate"}}',
+        f'fd_run_quality{{{runs}, final="true", metric="p_keep"}}',
+        # dedup per run, from that run's progress sums
+        f'fd_run_stage_rows{{{runs}, stage="dedup", kind="dropped"}} / ignoring(kind) '
+        f'fd_run_stage_rows{{{runs}, stage="dedup", kind="in"}}',
+        # whatever score column the pipeline declares, its own values or bins
+        f"fd_run_score_rows{{{runs}}}",
+        f'fd_run_score{{{runs}, stat="mean"}}',
+        f'fd_run_stage_rows{{{runs}, kind="out"}}',
+        "fd_run_end_to_end_ms",
         "fd_gate_passed",
         "fd_gate_verdicts_total",
     ):
         assert needle in quality, f"quality dashboard lacks {needle}"
+    # no lifetime counters and no hard-coded score values on the quality board
+    assert "fd_rows_" not in quality and "1.0" not in quality and "0.5" not in quality.replace('"0.5"', "")
+    assert "fd_run_latency_ms" in overview and "fd_run_end_to_end_ms" in overview
+    assert "fd_run_stage_rows" in teacher
 
 
 def _provisioned_datasource() -> dict[str, Any]:

@@ -23,7 +23,7 @@ from confluent_kafka import Producer
 
 from fastdistill.local_stack import LocalStack, free_port
 from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
-from fastdistill.runs import wait_for_release
+from fastdistill.runs import run_states, wait_for_release
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
 from shared.kafka import clients
@@ -90,7 +90,9 @@ def test_every_panel_query_returns_data_after_a_run(tmp_path: Path, kafka_bootst
         stack.start()
         targets = {name: svc.port for name, svc in stack.services.items()}
         prom_port = free_port()
-        config = write_config(targets, tmp_path / "prometheus.yml", scrape_interval=f"{SCRAPE_S:g}s")
+        config = write_config(
+            targets, tmp_path / "prometheus.yml", scrape_interval=f"{SCRAPE_S:g}s", pipeline=spec.name
+        )
         prometheus = start_prometheus(config, tmp_path / "prometheus", prom_port)
 
         # Not Avro at all: the first step dead-letters it as UndecodableMessage.
@@ -106,13 +108,25 @@ def test_every_panel_query_returns_data_after_a_run(tmp_path: Path, kafka_bootst
         _wait_for_series(prom_port, f'fd_gate_passed{{run_id="{run_id}"}}', 60)
         time.sleep(2 * SCRAPE_S + 1)
 
+        # Each panel as Grafana asks it with this pipeline and this run chosen: the services' own
+        # series carry the pipeline's scrape label, the coordinator's per-run series the run id.
         empty = []
         for board, panel, expr in exprs():
-            answer = _query(prom_port, concrete(expr))
-            assert answer.get("status") == "success", f"{board} / {panel}: {concrete(expr)}: {answer}"
+            query = concrete(expr, pipeline=spec.name, run_id=run_id)
+            answer = _query(prom_port, query)
+            assert answer.get("status") == "success", f"{board} / {panel}: {query}: {answer}"
             if not answer["data"]["result"]:
-                empty.append(f"{board} / {panel}: {concrete(expr)}")
+                empty.append(f"{board} / {panel}: {query}")
         assert not empty, "queries without data:\n" + "\n".join(empty)
+        # Another pipeline's name selects nothing: the filter is real.
+        other = concrete('sum(fd_rows_in_total{pipeline=~"$pipeline"})', pipeline="no-such-pipeline")
+        assert _query(prom_port, other)["data"]["result"] == []
+        # A run's series are its own: the rows per stage of this run are the run's counts.
+        rows = _query(
+            prom_port, f'fd_run_stage_rows{{run_id="{run_id}", stage="{spec.primary_leaf}", kind="out"}}'
+        )
+        counted = run_states(spec, kafka)[run_id]["stages"][spec.primary_leaf]["rows_out"]
+        assert [float(r["value"][1]) for r in rows["data"]["result"]] == [counted]
     finally:
         if prometheus is not None:
             stop_prometheus(prometheus)

@@ -101,7 +101,7 @@ class Garbage:
             self.avro[spec.topic(stage)] = (
                 reader,
                 plan.schema_name(stage),
-                batch | {"rows": [], "end_of_run": None},
+                batch | {"rows": [], "end_of_run": None, "origin_ms": 0},
             )
         progress = Progress(
             "fuzz",

@@ -141,7 +141,9 @@ def test_every_malformed_seed_is_one_dead_letter_with_its_bytes_and_line(
         assert back["raw"] == letter["raw"] and back["error_message"] == message
         assert back["source_line"] == record.line
     record = {"run_id": "r", "stage": SEEDS_STAGE, "producer": "produce", "batch_seq": 0, "lineage": []}
-    SERDE.encode(PLAN.schema_name(SEEDS_STAGE), record | {"rows": batch.rows, "end_of_run": None})
+    SERDE.encode(
+        PLAN.schema_name(SEEDS_STAGE), record | {"rows": batch.rows, "end_of_run": None, "origin_ms": 0}
+    )
 
 
 def _write(tmp_path: Path, name: str, data: bytes) -> Path:

@@ -8,6 +8,7 @@ survives a revoke and a re-assign, which is what once stalled a teacher for good
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -25,6 +26,8 @@ from shared.runtime.transport import (
 class Message:
     key: str | None
     value: bytes | None
+    #: as Kafka's CreateTime: when it was produced (ms since the epoch)
+    timestamp_ms: int = 0
 
 
 @dataclass
@@ -35,9 +38,12 @@ class MemoryBroker:
     def create(self, topic: str, partitions: int) -> None:
         self.topics.setdefault(topic, [[] for _ in range(partitions)])
 
-    def append(self, topic: str, partition: int | None, key: str | None, value: bytes | None) -> None:
+    def append(
+        self, topic: str, partition: int | None, key: str | None, value: bytes | None, timestamp_ms: int = 0
+    ) -> None:
         partitions = self.topics[topic]
-        partitions[partition if partition is not None else 0].append(Message(key, value))
+        stamp = timestamp_ms or int(time.time() * 1000)
+        partitions[partition if partition is not None else 0].append(Message(key, value, stamp))
 
     def values(self, topic: str) -> list[bytes]:
         return [m.value for p in self.topics.get(topic, []) for m in p if m.value is not None]
@@ -117,7 +123,8 @@ class MemoryTransport:
             partition = self.broker.topics[tp[0]][tp[1]]
             while self.positions[tp] < len(partition) and len(records) < max_records:
                 offset = self.positions[tp]
-                records.append(InputRecord(tp[0], tp[1], offset, partition[offset].value))
+                message = partition[offset]
+                records.append(InputRecord(tp[0], tp[1], offset, message.value, (), message.timestamp_ms))
                 self.positions[tp] = offset + 1
         return records
 

@@ -15,4 +15,5 @@ def batch(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "lineage": [],
         "rows": rows,
         "end_of_run": None,
+        "origin_ms": 0,
     }

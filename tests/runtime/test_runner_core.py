@@ -101,9 +101,16 @@ class Harness:
 
     # -- input -----------------------------------------------------------------------------------
     def batch(
-        self, run_id: str, rows: list[dict[str, Any]], partition: int, stage: str = SEEDS_STAGE
+        self,
+        run_id: str,
+        rows: list[dict[str, Any]],
+        partition: int,
+        stage: str = SEEDS_STAGE,
+        *,
+        origin_ms: int = 0,
+        timestamp_ms: int = 0,
     ) -> None:
-        self._write(run_id, rows, None, partition, stage)
+        self._write(run_id, rows, None, partition, stage, origin_ms, timestamp_ms)
 
     def end(self, run_id: str, stage: str = SEEDS_STAGE) -> None:
         eor = {"source_partition": 0, "source_partitions": 1, "rows_before": 0}
@@ -117,6 +124,8 @@ class Harness:
         eor: dict[str, Any] | None,
         partition: int,
         stage: str = SEEDS_STAGE,
+        origin_ms: int = 0,
+        timestamp_ms: int = 0,
     ) -> None:
         record = {
             "run_id": run_id,
@@ -126,10 +135,11 @@ class Harness:
             "lineage": [],
             "rows": rows,
             "end_of_run": eor,
+            "origin_ms": origin_ms,
         }
         self._seq += 1
         value = self.serde.encode(self.plan.schema_name(stage), record)
-        self.broker.append(self.spec.topic(stage), partition, run_id, value)
+        self.broker.append(self.spec.topic(stage), partition, run_id, value, timestamp_ms)
 
     def raw(self, value: bytes, partition: int = 0) -> None:
         self.broker.append(self.spec.topic(SEEDS_STAGE), partition, None, value)
@@ -509,6 +519,39 @@ def test_progress_records_carry_timings_and_decode_as_written() -> None:
     assert sum(len(p.batch_seconds) for p in progress) == 1
     raw = h.broker.values(h.spec.progress_topic)[0]
     assert h.serde.decode(raw)[0] == PROGRESS_SCHEMA
+
+
+def test_per_row_latencies_from_message_timestamps_and_batch_origins() -> None:
+    """MarkTime per row: queue latency from the broker timestamp of the input message, weighted by
+    its rows; end-to-end latency from the batch's origin, weighted by the rows emitted (a one-to-many
+    step emits 3 per row), and the origin carried on to every output batch and marker."""
+    h = Harness("tests.runtime.steps:Split", params={"parts": 3})
+    now = int(time.time() * 1000)
+    h.batch("r", rows(0, 4), 0, origin_ms=now - 30_000, timestamp_ms=now - 2_000)
+    h.batch("r", rows(4, 2), 1, origin_ms=now - 60_000, timestamp_ms=now - 1_000)
+    h.batch("old", rows(6, 1), 1)  # a writer that set neither: no latency, not a zero one
+    h.end("r")
+    started = time.time()
+    h.run(lambda: h.markers() == PARTITIONS * PARTITIONS)
+    elapsed_ms = (time.time() - started) * 1000 + 1
+    mine = [p for p in h.progress() if p.run_id == "r"]
+    queue = [p.queue_ms for p in mine if p.queue_ms is not None]
+    e2e = [p.e2e_ms for p in mine if p.e2e_ms is not None]
+    assert sum(q.count for q in queue) == 6  # input rows; the markers have none
+    assert sum(e.count for e in e2e) == 18  # output rows
+    assert min(q.min_ms for q in queue) >= 1_000 and max(q.max_ms for q in queue) <= 2_000 + elapsed_ms
+    assert min(e.min_ms for e in e2e) >= 30_000 and max(e.max_ms for e in e2e) <= 60_000 + elapsed_ms
+    assert sum(e.sum_ms for e in e2e) >= 12 * 30_000 + 6 * 60_000
+    # the broker stamps every message; an origin of 0 (a writer before origin_ms) means unknown
+    old = [p for p in h.progress() if p.run_id == "old"]
+    assert old and all(p.e2e_ms is None and p.queue_ms is not None for p in old)
+    batches = [rec for rec in h.records(h.spec.topic("s")) if rec["run_id"] == "r"]
+    assert {rec["origin_ms"] for rec in batches if rec["end_of_run"] is None} == {now - 30_000, now - 60_000}
+    for rec in batches:
+        if rec["end_of_run"] is None:
+            assert rec["origin_ms"] == (now - 30_000 if rec["rows"][0]["source_index"] < 4 else now - 60_000)
+    # a marker carries the origin of the marker it answers (the seeds' markers had none here)
+    assert {rec["origin_ms"] for rec in batches if rec["end_of_run"] is not None} == {0}
 
 
 async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:

@@ -142,6 +142,7 @@ def test_garbage_and_wrong_schema_bytes_go_to_the_dlq(
                 "lineage": [],
                 "rows": [],
                 "end_of_run": None,
+                "origin_ms": 0,
             },
         ),
         partition=2,

@@ -7,11 +7,19 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.coordinator.layout import QualityLayout
 from services.coordinator.run_state import RunState
 
 STAGES = ["seeds", "hash", "score"]
 PARTITIONS = {"seeds": 2, "hash": 3, "score": 1}
-GATES = {"min_total": 3, "min_exec_pass_rate": 0.5}
+GATES = {"min_total": 3, "min_exec_pass_rate": 0.5, "max_dead_letters": 2, "min_teacher_score_p50": 0.5}
+#: What PipelinePlan.quality_layouts() gives stages of these columns.
+INDEX = ("source_index", False)
+LAYOUTS = {
+    "seeds": QualityLayout((INDEX,)),
+    "hash": QualityLayout((INDEX,)),
+    "score": QualityLayout((INDEX, ("teacher_score", True)), ("sql",), ("teacher_score",)),
+}
 
 Event = tuple[str, Any]
 
@@ -114,7 +122,7 @@ def _apply(state: RunState, event: Event) -> None:
 
 
 def _run(events: list[Event], snapshot_at: int | None = None) -> RunState:
-    state = RunState.new("r", STAGES, PARTITIONS)
+    state = RunState.new("r", STAGES, PARTITIONS, layouts=LAYOUTS)
     for i, event in enumerate(events):
         if i == snapshot_at:
             state = RunState.from_json(json.loads(json.dumps(state.to_json())))
@@ -155,6 +163,10 @@ def test_hand_computed_run() -> None:
     assert quality["exec_pass_rate"] == 4 / 6 and quality["p_keep"] == 4 / 6
     assert quality["gold_match_rate"] == 1.0  # only even rows have gold_match, all True
     assert quality["teacher_score_mean"] == 0.5
+    assert quality["teacher_score_p50"] == 0.5 and quality["teacher_score_max"] == 1.0
+    assert quality["rows_dropped"] == 1 and quality["dead_letters"] == 2
+    assert state.stage_metrics("seeds")["source_index_max"] == 5
+    assert state.stage_metrics("seeds")["rows_in"] is None  # nobody counts rows into the seeds
     reports = state.reports()
     assert [m["stage"] for m in reports["manifest"]] == STAGES
     assert (
@@ -163,7 +175,21 @@ def test_hand_computed_run() -> None:
     )
     assert reports["timing"]["wall_seconds"] == 3.0
     assert reports["timing"]["steps"]["hash"]["batch_seconds"]["count"] == 2
-    assert public["reports"] == reports
+    score = reports["quality"][2]
+    assert score["flow"] == {
+        "rows_in": 6,
+        "rows_out": 6,
+        "rows_dropped": 1,
+        "rows_errored": 0,
+        "dead_letters": 2,
+    }
+    assert score["metric_sets"] == ["sql"] and reports["quality"][0]["metric_sets"] == []
+    assert score["columns"]["teacher_score"]["histogram"] == [
+        {"low": 0.0, "high": 0.0, "count": 2},
+        {"low": 0.5, "high": 0.5, "count": 2},
+        {"low": 1.0, "high": 1.0, "count": 2},
+    ]
+    assert public["reports"] == reports and public["report_html"] == "reports/report.html"
     json.dumps(public)
 
 
@@ -183,16 +209,20 @@ def test_failed_gate_and_gate_config_error() -> None:
     state.add_rows("seeds", [{"source_index": 0}])
     state.add_marker("seeds", 0, _marker(0, 1))
     assert state.all_drained()
-    state.finish({"seeds": {"min_total": 2, "min_exec_pass_rate": 0.5}}, 1)
+    # rows_in of the seeds: nobody counts them, so the gate cannot pass
+    state.finish({"seeds": {"min_total": 2, "min_rows_in": 1}}, 1)
     assert state.verdict == {
         "passed": False,
-        "failures": ["total 1.0000 < min_total 2.0000", "exec_pass_rate missing (min_exec_pass_rate 0.5000)"],
+        "failures": ["total 1.0000 < min_total 2.0000", "rows_in missing (min_rows_in 1.0000)"],
     }
-    state.finish({"seeds": {"min_bogus": 1}}, 1)
+    # exec_pass_rate is no metric of a stage without exec_pass (no sql set runs there)
+    state.finish({"seeds": {"min_exec_pass_rate": 0.5}}, 1)
     assert state.verdict is not None and not state.verdict["passed"]
-    assert state.verdict["failures"][0].startswith(
-        "gate configuration error: unknown quality gate(s) min_bogus"
+    (failure,) = state.verdict["failures"]
+    assert failure.startswith(
+        "gate configuration error: unknown quality gate(s) min_exec_pass_rate on stage seeds: "
     )
+    assert failure.endswith("rows_errored, dead_letters") and "\n" not in failure
 
 
 def test_progress_of_unknown_stage_is_ignored() -> None:

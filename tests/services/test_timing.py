@@ -16,6 +16,7 @@ from services.coordinator.timing import (
     bucket_of,
     timing_report,
 )
+from shared.runtime.progress import LatencyHistogram, Progress
 
 LATENCY = st.floats(min_value=0, max_value=1e4, allow_nan=False)
 
@@ -47,6 +48,7 @@ def test_empty_stats_report_none() -> None:
         "p50": None,
         "p90": None,
         "p95": None,
+        "p99": None,
     }
 
 
@@ -112,6 +114,15 @@ PROGRESS = st.fixed_dictionaries(
         "row_seconds": st.lists(LATENCY, max_size=5),
         "first_ms": st.integers(0, 10_000),
         "last_ms": st.integers(0, 10_000),
+        "queue_ms": st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 50)), max_size=4).map(
+            lambda pairs: _histogram(pairs)
+        ),
+        "e2e_ms": st.one_of(
+            st.none(),
+            st.lists(st.tuples(st.integers(0, 10**7), st.integers(1, 50)), max_size=4).map(
+                lambda pairs: _histogram(pairs)
+            ),
+        ),
     }
 )
 
@@ -129,3 +140,41 @@ def test_step_timing_merge_of_halves_equals_whole(records: list[dict], cut: int)
     merged.merge(StepTiming.from_json(json.loads(json.dumps(fold(records[:cut]).to_json()))))
     assert merged.to_json() == whole.to_json()
     assert timing_report("r", {"s": merged}) == timing_report("r", {"s": whole})
+
+
+def _histogram(pairs: list[tuple[int, int]]) -> dict[str, object]:
+    """A progress record's LatencyHistogram as written by the runtime (ms, rows)."""
+    histogram = LatencyHistogram()
+    for ms, rows in pairs:
+        histogram.add(ms, rows)
+    return Progress("r", "s", "p", queue_ms=histogram).to_record()["queue_ms"]  # type: ignore[no-any-return]
+
+
+def test_per_row_latencies_fold_from_progress_records() -> None:
+    timing = StepTiming()
+    # two transactions: 10 rows waited 100 ms, 30 rows 200 ms, 10 rows 1000 ms; outputs older
+    timing.add_progress({"queue_ms": _histogram([(100, 10), (200, 30)]), "e2e_ms": _histogram([(5000, 40)])})
+    timing.add_progress({"queue_ms": _histogram([(1000, 10)]), "e2e_ms": None})
+    timing.add_progress({"first_ms": 1})  # a record from before these fields: nothing to add
+    report = timing.report()
+    queue = report["queue_ms"]
+    assert (queue["count"], queue["min"], queue["max"]) == (50, 100.0, 1000.0)
+    assert queue["mean"] == (100 * 10 + 200 * 30 + 1000 * 10) / 50
+    assert queue["p50"] == pytest.approx(200, rel=0.022)  # rank 25 of 50
+    assert queue["p95"] == queue["p99"] == pytest.approx(1000, rel=0.022)
+    assert report["end_to_end_ms"]["count"] == 40 and report["end_to_end_ms"]["p99"] == 5000.0
+    run = timing_report("r", {"s": timing, "t": StepTiming()}, leaves=["s"])
+    assert run["end_to_end_ms"] == report["end_to_end_ms"]
+    assert timing_report("r", {"s": timing}, leaves=[])["end_to_end_ms"]["count"] == 0
+
+
+def test_a_snapshot_from_before_per_row_latencies_restores() -> None:
+    timing = StepTiming()
+    timing.add_progress({"batch_seconds": [0.5], "first_ms": 1, "last_ms": 2})
+    old = timing.to_json()
+    del old["queue"], old["e2e"]
+    restored = StepTiming.from_json(old)
+    assert restored.report()["batch_seconds"] == timing.report()["batch_seconds"]
+    assert restored.report()["queue_ms"]["count"] == 0
+    restored.add_progress({"queue_ms": _histogram([(7, 3)])})
+    assert restored.report()["queue_ms"]["p50"] == 7.0
