@@ -33,7 +33,7 @@ TEMPLATE = "Schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:"
 TeacherError = GenerationFailed
 
 
-def TeacherStep(**llm: Any) -> TextGenerationStep:  # noqa: N802 - the old teacher's spelling, kept short
+def TeacherStep(**llm: Any) -> TextGenerationStep:
     """The text-to-SQL teacher: text_generation with its template, `llm` its endpoint."""
     cache = llm.pop("cache", True)
     return TextGenerationStep(template=TEMPLATE, cache=cache, llm=llm)
@@ -118,9 +118,8 @@ def test_generations_match_the_answer_book(tmp_path: Path, seeds: Path) -> None:
     assert completion == stats["completion_tokens"] == sum(r["completion_tokens"] for r in out)  # type: ignore[index]
     prompt = _metric("fd_teacher_tokens_total", "sim-correct", kind="prompt")
     assert prompt == stats["prompt_tokens"] == sum(r["prompt_tokens"] for r in out)  # type: ignore[index]
-    print(
-        f"{len(rows)} rows: {stats['requests']} requests, {prompt:.0f} prompt + {completion:.0f} completion tokens"
-    )
+    tokens = f"{prompt:.0f} prompt + {completion:.0f} completion tokens"
+    print(f"{len(rows)} rows: {stats['requests']} requests, {tokens}")
 
 
 @pytest.mark.slow
