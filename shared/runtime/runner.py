@@ -327,12 +327,21 @@ class StepRunner:
             # Blocking is fine while no row is in flight; otherwise just look and go back to the rows.
             timeout = 0 if self._in_flight else min(0.05, self.settings.commit_interval_s)
             self._take(self.transport.poll(min(fits, 100), timeout))
-        elif self.pause.any_paused:
+        elif self.pause.any_paused or self._held_unassigned():
             # Paused, consume() still serves rebalance callbacks; holding briefly, not even that.
             self._take(self.transport.poll(1, 0))
         self.buffered_max = max(self.buffered_max, self.queues.buffered_rows())
         if self.control is not None:
             self.control.poll()
+
+    def _held_unassigned(self) -> bool:
+        """Held long with no partitions yet (a step not ready from the start): consume() must still
+        run to join the group, whose assignment then arrives paused (PauseControl.on_assigned)."""
+        return (
+            self.held is not None
+            and self.pause.holding_long(self.clock())
+            and not self.transport.assignment()
+        )
 
     def _update_held(self) -> None:
         held = self.step.ready()
