@@ -62,13 +62,10 @@ def _number(text: str) -> float:
 
 
 def _rationale(text: str, used: tuple[int, int] | None) -> str | None:
-    match = _RATIONALE.search(text)
+    rest = text if used is None else text[: used[0]] + text[used[1] :]
+    match = _RATIONALE.search(rest)
     if match:
         rest = match.group("text")
-    elif used is not None:
-        rest = text[: used[0]] + text[used[1] :]
-    else:
-        rest = text
     rest = rest.strip().strip("*_` \n")
     return rest or None
 

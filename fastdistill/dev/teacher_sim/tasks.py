@@ -86,8 +86,9 @@ def rating_answer(seed: int, prompt: str, attempt: int, malformed_rate: float) -
     match = _SCALE.search(prompt)
     assert match is not None
     low, high = float(match.group(1)), float(match.group(2))
-    response = prompt.split("Response:", 1)[-1]
-    value = low + round(quality(seed, response.strip()) * (high - low))
+    # The response judged: after `Response:` up to the next blank line (the whole prompt without one).
+    response = prompt.split("Response:", 1)[-1].split("\n\n", 1)[0].strip()
+    value = low + round(quality(seed, response) * (high - low))
     why = _rationale(seed, prompt)
     if unit(seed, "judge-malformed", prompt, attempt) < malformed_rate:
         bad = (
