@@ -100,7 +100,13 @@ def test_evol_instruct_against_the_simulator(tmp_path: Path) -> None:
 
 
 def test_self_instruct_split_and_filters() -> None:
-    text = "1. Explain the water cycle simply.\n2) Draw a picture of a cloud.\n- Why is rain wet?\n3. Hi\n# Output"
+    lines = [
+        "1. Explain the water cycle simply.",
+        "2) Draw a picture of a cloud.",
+        "- Why is rain wet?",
+        "3. Hi",
+    ]
+    text = "\n".join([*lines, "# Output"])
     assert split_instructions(text) == [
         "Explain the water cycle simply.",
         "Draw a picture of a cloud.",
