@@ -130,8 +130,10 @@ class LLMEndpoint(BaseModel):
 
     provider: str = Field("openai", description="an LLM client name: openai, anthropic, or a plug-in's")
     base_url: str | None = Field(
-        None, description="None: the provider's env var (OPENAI_BASE_URL), else its default"
+        None, description="None: the env var `base_url_env` names, else the provider's (OPENAI_BASE_URL)"
     )
+    #: the env var holding the base URL, when a deployment (not the pipeline) decides it
+    base_url_env: str | None = None
     model: str = "teacher-sim"
     #: decode settings every request carries (a row's own profile, where a step reads one, wins)
     generation_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -166,13 +168,25 @@ class LLMEndpoint(BaseModel):
             raise ValueError(f"generation_kwargs may not set {sorted(clash)}")
         return value
 
+    def resolved_base_url(self, default_env: str, default: str) -> str:
+        """The endpoint: `base_url`, else the variable `base_url_env` names (an error if unset),
+        else the provider's variable, else its default; normalised."""
+        if self.base_url:
+            return normalised_url(self.base_url)
+        if self.base_url_env is not None:
+            value = os.environ.get(self.base_url_env)
+            if not value:
+                raise MissingSetting(f"llm.base_url_env names {self.base_url_env}, which is not set")
+            return normalised_url(value)
+        return normalised_url(os.environ.get(default_env) or default)
+
     def api_key(self, default_env: str) -> SecretStr | None:
         """The key from the environment (`api_key_env`, else the provider's variable); a variable
         named explicitly but unset is an error, so a typo is not a run of 401s."""
         name = self.api_key_env or default_env
         value = os.environ.get(name)
         if value is None and self.api_key_env is not None:
-            raise MissingApiKey(f"llm.api_key_env names {name}, which is not set in the environment")
+            raise MissingSetting(f"llm.api_key_env names {name}, which is not set in the environment")
         return SecretStr(value) if value else None
 
 
@@ -180,8 +194,8 @@ class LLMEndpoint(BaseModel):
 RESERVED_KEYS = frozenset({"model", "messages", "stream", "n", "response_format"})
 
 
-class MissingApiKey(ValueError):
-    pass
+class MissingSetting(ValueError):
+    """An environment variable `llm:` names is not set (found when the step opens)."""
 
 
 def normalised_url(url: str) -> str:

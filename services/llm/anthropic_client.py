@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import httpx
@@ -27,7 +26,6 @@ from shared.llm import (
     Retryable,
     ServerFailure,
     Unreachable,
-    normalised_url,
 )
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -42,9 +40,7 @@ class AnthropicClient:
     def __init__(self, endpoint: LLMEndpoint) -> None:
         self.settings = endpoint
         self.model = endpoint.model
-        self.endpoint = normalised_url(
-            endpoint.base_url or os.environ.get("ANTHROPIC_BASE_URL") or DEFAULT_BASE_URL
-        )
+        self.endpoint = endpoint.resolved_base_url("ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
         self._key = endpoint.api_key(KEY_ENV)
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None

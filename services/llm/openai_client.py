@@ -9,7 +9,6 @@ retries, so that every attempt is counted and an outage is told from a row's fai
 from __future__ import annotations
 
 import asyncio
-import os
 from typing import Any
 
 import httpx
@@ -28,7 +27,6 @@ from shared.llm import (
     Retryable,
     ServerFailure,
     Unreachable,
-    normalised_url,
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -37,17 +35,12 @@ KEY_ENV = "OPENAI_API_KEY"
 PROBE_TIMEOUT_S = 5.0
 
 
-def resolved_base_url(base_url: str | None) -> str:
-    """The endpoint a client of `base_url` talks to: the param, else OPENAI_BASE_URL, else the
-    OpenAI default; normalised, so spellings of one URL are one cache."""
-    return normalised_url(base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
-
-
 class OpenAIClient:
     def __init__(self, endpoint: LLMEndpoint) -> None:
         self.settings = endpoint
         self.model = endpoint.model
-        self.endpoint = resolved_base_url(endpoint.base_url)
+        # Normalised, so spellings of one URL are one cache.
+        self.endpoint = endpoint.resolved_base_url("OPENAI_BASE_URL", DEFAULT_BASE_URL)
         # Read once, at construction (the step's open): a named variable that is unset fails there.
         self._key = endpoint.api_key(KEY_ENV)
         self._client: AsyncOpenAI | None = None

@@ -25,7 +25,7 @@ from shared.llm import (
     LLMEndpoint,
     LLMRequest,
     LLMResponse,
-    MissingApiKey,
+    MissingSetting,
     Overloaded,
     Rejected,
     ServerFailure,
@@ -283,8 +283,12 @@ def test_api_key_comes_from_the_named_environment_variable(monkeypatch: pytest.M
     client = OpenAIClient(LLMEndpoint(api_key_env="TEAM_B_KEY"))
     assert "sk-team-b" not in repr(client) and "sk-team-b" not in repr(client._key)
     # a variable named but unset fails when the step opens, not as a 401 on every row
-    with pytest.raises(MissingApiKey, match="NO_SUCH_KEY"):
+    with pytest.raises(MissingSetting, match="NO_SUCH_KEY"):
         TextGenerationStep(llm={"api_key_env": "NO_SUCH_KEY"}).open(DictContext())
+    with pytest.raises(MissingSetting, match="NO_SUCH_URL"):
+        TextGenerationStep(llm={"base_url_env": "NO_SUCH_URL"}).open(DictContext())
+    monkeypatch.setenv("TEAM_B_URL", "http://b.example:8000/v1/")
+    assert OpenAIClient(LLMEndpoint(base_url_env="TEAM_B_URL")).endpoint == "http://b.example:8000/v1"
 
 
 def test_a_client_per_event_loop() -> None:
