@@ -240,7 +240,8 @@ class _Sim:
         else:
             # Sampling (temperature > 0) answers each ask anew; greedy answers one way.
             sampled = float(body.get("temperature") or 0) > 0
-            text = tasks.generic_answer(cfg.seed, prompt, attempt if sampled else 0)
+            model = str(body.get("model") or "")
+            text = tasks.generic_answer(cfg.seed, prompt, attempt if sampled else 0, model)
         self.stats.broken += not readable
         return text, kind
 

@@ -36,6 +36,14 @@ SENTENCES = (
     "It helps to check the result against a case whose answer is known.",
     "Several factors interact here, and their relative weight changes with context.",
     "The trade-off is between speed and accuracy, and both can be measured.",
+    "Historically, the idea developed in small steps rather than all at once.",
+    "A common misconception is that it applies everywhere in the same way.",
+    "The underlying mechanism is easier to see with a diagram in mind.",
+    "Experts disagree on some details, but the core facts are well established.",
+    "Comparing two contrasting cases shows what really makes the difference.",
+    "Small changes in the inputs can lead to surprisingly large effects.",
+    "The best way to remember it is to connect it to something familiar.",
+    "In summary, the answer combines a clear principle with careful application.",
 )
 QUERY_FORMS = (
     "Explain {t} in simple terms for a beginner.",
@@ -218,7 +226,12 @@ def evol_answer(seed: int, prompt: str) -> str:
     return f"{given} {EVOL_ADDITIONS['constraints']}"
 
 
-def generic_answer(seed: int, prompt: str, variant: int) -> str:
-    n = 2 + pick(unit(seed, "generic-len", prompt, variant), 4)
-    start = pick(unit(seed, "generic", prompt, variant), len(SENTENCES))
-    return " ".join(SENTENCES[(start + i * 3) % len(SENTENCES)] for i in range(n))
+def generic_answer(seed: int, prompt: str, variant: int, model: str = "") -> str:
+    """3-6 sentences drawn by hash of (seed, model, prompt, variant): another model, another seed
+    or another sample answers differently (16^3 or more ways)."""
+    n = 3 + pick(unit(seed, "generic-len", model, prompt, variant), 4)
+    topic = " ".join(prompt.split()[:6]).rstrip(".?!:")
+    picks = [
+        SENTENCES[pick(unit(seed, "generic", model, prompt, variant, i), len(SENTENCES))] for i in range(n)
+    ]
+    return f"About {topic}: " + " ".join(picks)
