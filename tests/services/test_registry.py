@@ -43,8 +43,8 @@ def test_unknown_step_lists_known_ones() -> None:
     with pytest.raises(UnknownName) as info:
         build_step("sql_evaluate", {})
     message = str(info.value)
-    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, clean_sql")
-    assert "teacher" in message
+    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, chat_generation, clean_sql")
+    assert "text_generation" in message
 
 
 def test_a_dotted_path_must_name_a_step() -> None:
