@@ -8,13 +8,12 @@ conversation has no system turn of its own. The row gets the same fields as text
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 from services.llm.step import LLMParams, LLMStep
 from services.text_generation.step import TextGenerationStep
 from shared.llm import LLMRequest
-from shared.schemas import SCHEMAS_DIR
+from shared.schemas import load_avsc
 from shared.step import Row
 
 ROLES = frozenset({"system", "user", "assistant"})
@@ -34,7 +33,7 @@ class ConversationError(ValueError):
 class ChatGenerationStep(LLMStep[ChatParams]):
     name: ClassVar[str] = "chat_generation"
     outputs: ClassVar[tuple[str, ...]] = TextGenerationStep.outputs[:6]
-    schema: ClassVar[Path] = SCHEMAS_DIR / "steps/text_generation.avsc"
+    schema: ClassVar[dict[str, Any]] = load_avsc("steps/text_generation.avsc")
 
     def renamed(self) -> dict[str, str]:
         return {"generation": self.params.output}

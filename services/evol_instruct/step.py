@@ -26,6 +26,7 @@ from shared.llm import LLMRequest
 from shared.step import Row
 
 Mutation = Literal["constraints", "deepen", "concretizing", "reasoning", "breadth"]
+MUTATIONS: tuple[Mutation, ...] = ("constraints", "deepen", "concretizing", "reasoning", "breadth")
 
 DEPTH_PROMPT = """\
 I want you act as a Prompt Rewriter.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pydantic
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
@@ -69,7 +69,7 @@ class OpenAIClient:
                 # As many idle connections kept as requests may be in flight: the default keeps
                 # 100, so above that every request beyond opens (and later drops) a connection.
                 http_client=DefaultAsyncHttpxClient(
-                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=s.max_concurrency),
+                    limits=httpx2.Limits(max_connections=None, max_keepalive_connections=s.max_concurrency),
                     timeout=s.request_timeout_s,
                 ),
             )
@@ -93,7 +93,7 @@ class OpenAIClient:
                 f"HTTP 429: {exc.message}", retry_after=retry_after_s(exc.response.headers)
             ) from exc
         except openai.APITimeoutError as exc:
-            if isinstance(exc.__cause__, httpx.ConnectTimeout):
+            if isinstance(exc.__cause__, httpx2.ConnectTimeout):
                 raise Unreachable("connect timeout") from exc
             raise Retryable(f"no answer within {timeout:g}s", "timeout") from exc
         except openai.APIConnectionError as exc:
@@ -128,7 +128,7 @@ class OpenAIClient:
     async def probe(self) -> None:
         """GET /models: any answer below 500 means the server is there (even a 401 or a 404)."""
         try:
-            await self.client().get("/models", cast_to=httpx.Response, options={"timeout": PROBE_TIMEOUT_S})
+            await self.client().get("/models", cast_to=httpx2.Response, options={"timeout": PROBE_TIMEOUT_S})
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
                 raise ServerFailure(f"HTTP {exc.status_code}: {exc.message}") from exc

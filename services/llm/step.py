@@ -13,8 +13,12 @@ from shared.llm import RESERVED_KEYS, LLMEndpoint, LLMRequest
 from shared.step import AsyncStep, Row, StepContext, StepParams, operational
 
 
+def _endpoint() -> LLMEndpoint:
+    return LLMEndpoint()
+
+
 class LLMParams(StepParams):
-    llm: LLMEndpoint = Field(default_factory=LLMEndpoint)
+    llm: LLMEndpoint = Field(default_factory=_endpoint)
     cache: bool = operational(
         True, description="False: never answer from the generation cache (answers are still stored)"
     )
