@@ -98,10 +98,7 @@ def failed(evolved: str) -> str | None:
 class EvolParams(LLMParams):
     instruction_field: str = "instruction"
     num_evolutions: int = Field(1, ge=1, le=10)
-    mutations: list[Mutation] = Field(
-        default_factory=lambda: ["constraints", "deepen", "concretizing", "reasoning", "breadth"],
-        min_length=1,
-    )
+    mutations: tuple[Mutation, ...] = Field(MUTATIONS, min_length=1)
     seed: int = 0
     output: str = "evolved_instruction"
 

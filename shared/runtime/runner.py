@@ -344,7 +344,8 @@ class StepRunner:
         )
 
     def _update_held(self) -> None:
-        held = self.step.ready()
+        # A chain is held while any of its steps is not ready.
+        held = next((reason for step in self.steps if (reason := step.ready()) is not None), None)
         if (held is None) != (self.held is None):
             metrics.HELD.labels(**self._labels).set(int(held is not None))
             if held is None:
