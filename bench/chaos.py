@@ -152,8 +152,8 @@ def pipeline_file(folder: Path, prefix: str, teacher_buffer: int | None = None) 
         params = step.setdefault("params", {})
         if "db_path" in params:  # relative to the repository, where the services do not run
             params["db_path"] = str(REPO / params["db_path"])
-        if step["step"] == "teacher":
-            params |= TEACHER
+        if step["id"] == "teacher":
+            params["llm"] = params.get("llm", {}) | TEACHER
             if teacher_buffer is not None:
                 step["max_buffered_rows"] = teacher_buffer
         if step["step"] == "sql_eval":
@@ -456,7 +456,7 @@ def _fault_detail(chaos: RunResult, kind: str) -> dict[str, Any] | None:
 
 def compare(seeds: int, calm: RunResult, chaos: RunResult) -> Figures:
     letters = chaos.dead_letters
-    explained = [d for d in letters if d["step"] == "teacher" and d["error_type"] == "TeacherError"]
+    explained = [d for d in letters if d["step"] == "teacher" and d["error_type"] == "GenerationFailed"]
     excused = {d["sample_id"] for d in explained}
     want = {r["sample_id"]: r for r in calm.rows if r["sample_id"] not in excused}
     got = Counter(r["sample_id"] for r in chaos.rows)

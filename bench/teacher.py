@@ -20,12 +20,14 @@ from bench.chain import SEED_FIELDS
 from bench.stack import BenchStack
 from fastdistill.dev.teacher_sim.faults import LatencySpec
 from fastdistill.local_stack import SIM_NAME, LocalStack
-from services.teacher.step import DEFAULT_TEMPLATE
 from shared.step import Row
 
 log = logging.getLogger("bench")
 
 SIM_SEED = 0
+#: the example teacher's prompt (examples/text2sql/pipeline.yaml), as the simulator sees it
+PROMPT = "Schema: {schema}\nQuestion: {instruction}\nSQL:"
+TEMPLATE = "Schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:"
 
 
 def mean_latency_ms(latency: str) -> float:
@@ -38,7 +40,7 @@ def mean_latency_ms(latency: str) -> float:
 def drawn_latencies_ms(rows: list[Row], latency: str) -> list[float]:
     """The latencies a fresh simulator draws for these rows' first attempts, in row order."""
     spec = LatencySpec.parse(latency)
-    return [spec.sample_ms(SIM_SEED, DEFAULT_TEMPLATE.format_map(r), 0) for r in rows]
+    return [spec.sample_ms(SIM_SEED, PROMPT.format_map(r), 0) for r in rows]
 
 
 def drawn_latency_ms(rows: list[Row], latency: str) -> float:
@@ -71,8 +73,8 @@ def teacher_steps(concurrency: int) -> list[dict[str, Any]]:
         },
         {
             "id": "teacher",
-            "step": "teacher",
-            "params": {"model": "teacher-sim", "max_concurrency": concurrency},
+            "step": "text_generation",
+            "params": {"llm": {"model": "teacher-sim", "max_concurrency": concurrency}, "template": TEMPLATE},
             # Enough rows queued that a free slot never waits for the next message to arrive.
             "max_buffered_rows": 20 * concurrency,
         },

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.live import Live
 
@@ -293,15 +294,27 @@ def steps() -> None:
     table = Table("step", "params (name: type = default)", "what it does", show_lines=True)
     for name in STEPS.names():
         cls = STEPS.get(name)
-        operational = cls.Params.operational_fields()
-        params = []
-        for field, info in cls.Params.model_fields.items():
-            default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
-            kind = _type_name(info.annotation)
-            params.append(f"{field}: {kind} = {default}" + (" (operational)" if field in operational else ""))
+        params = _param_lines(cls.Params)
         doc = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or "").strip()
         table.add_row(name, "\n".join(params) or "-", doc.splitlines()[0] if doc else "")
     Console().print(table)
+
+
+def _param_lines(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """One line per param; a nested model's (an LLM step's `llm:`) as `llm.<name>`."""
+    from shared.step import OPERATIONAL
+
+    lines = []
+    for field, info in model.model_fields.items():
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            lines += _param_lines(info.annotation, f"{prefix}{field}.")
+            continue
+        default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+        extra = info.json_schema_extra
+        operational = isinstance(extra, dict) and bool(extra.get(OPERATIONAL))
+        kind = _type_name(info.annotation)
+        lines.append(f"{prefix}{field}: {kind} = {default}" + (" (operational)" if operational else ""))
+    return lines
 
 
 def _type_name(annotation: object) -> str:
@@ -312,17 +325,35 @@ def _type_name(annotation: object) -> str:
 
 @app.command("teacher-sim")
 def teacher_sim(
-    seeds: Annotated[Path, typer.Option(help="JSONL whose instruction→gold_sql pairs are the answer book")],
+    seeds: Annotated[
+        Path | None,
+        typer.Option(help="JSONL whose instruction→gold_sql pairs are the text-to-SQL answer book"),
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8800,
     latency: Annotated[str, typer.Option(help="fixed:MS or lognormal:MEDIAN_MS:SIGMA")] = "fixed:0",
     fault_rate: float = 0.0,
     seed: int = 0,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="FD_SIM_API_KEY", help="answer 401 to requests without this key")
+    ] = None,
+    judge_malformed_rate: Annotated[float, typer.Option(help="share of unreadable judge answers")] = 0.1,
+    json_invalid_rate: Annotated[float, typer.Option(help="share of answers breaking a JSON schema")] = 0.2,
 ) -> None:
-    """An OpenAI-compatible teacher simulator (the embedded default teacher)."""
+    """A teacher simulator: OpenAI-compatible and Anthropic Messages routes, seeded answers for any
+    prompt (text-to-SQL from the answer book, judges, JSON schemas, Self-/Evol-Instruct)."""
     from fastdistill.dev.teacher_sim.server import SimConfig, run
 
-    run(host, port, SimConfig(seeds_path=seeds, latency=latency, fault_rate=fault_rate, seed=seed))
+    config = SimConfig(
+        seeds_path=seeds,
+        latency=latency,
+        fault_rate=fault_rate,
+        seed=seed,
+        api_key=api_key,
+        judge_malformed_rate=judge_malformed_rate,
+        json_invalid_rate=json_invalid_rate,
+    )
+    run(host, port, config)
 
 
 @app.command()

@@ -29,5 +29,7 @@ IN_FLIGHT = Gauge("fd_inflight_rows", "Rows being processed right now", ["step"]
 BUFFERED = Gauge("fd_buffered_rows", "Rows consumed and not yet committed downstream", ["step"])
 BUFFERED_MAX = Gauge("fd_buffered_rows_max", "Highest fd_buffered_rows seen", ["step"])
 PAUSED = Gauge("fd_partitions_paused", "Input partitions paused by backpressure", ["step"])
+#: 1 while the step asks to take no rows (Step.ready(): e.g. its endpoint is unreachable)
+HELD = Gauge("fd_step_held", "Whether the step holds its input (not ready)", ["step"])
 CONSUMER_LAG = Gauge("fd_consumer_lag", "High watermark minus position", ["step", "topic", "partition"])
 RUNS_ENDED = Counter("fd_runs_drained_total", "Input partitions drained for a run", ["step"])

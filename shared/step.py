@@ -37,7 +37,29 @@ OPERATIONAL = "operational"
 def operational(default: Any = ..., **kwargs: Any) -> Any:
     """A params field that never changes a step's signature (concurrency, timeouts, retries):
     changing it must not make `replay --from auto` recompute, nor pay a teacher again."""
+    if "default_factory" in kwargs:
+        return Field(json_schema_extra={OPERATIONAL: True}, **kwargs)
     return Field(default, json_schema_extra={OPERATIONAL: True}, **kwargs)
+
+
+def _is_operational(info: Any) -> bool:
+    return isinstance(info.json_schema_extra, dict) and bool(info.json_schema_extra.get(OPERATIONAL))
+
+
+def behaviour(model: BaseModel) -> dict[str, Any]:
+    """`model`'s fields that decide output, as JSON: operational fields left out, also those of
+    nested models (an LLM step's `llm:` endpoint carries its own concurrency and timeouts)."""
+    out: dict[str, Any] = {}
+    for name, info in type(model).model_fields.items():
+        if _is_operational(info):
+            continue
+        value = getattr(model, name)
+        out[name] = behaviour(value) if isinstance(value, BaseModel) else _dumped(model, name)
+    return out
+
+
+def _dumped(model: BaseModel, name: str) -> Any:
+    return model.model_dump(mode="json", include={name})[name]
 
 
 class StepParams(BaseModel):
@@ -47,11 +69,7 @@ class StepParams(BaseModel):
 
     @classmethod
     def operational_fields(cls) -> set[str]:
-        return {
-            name
-            for name, info in cls.model_fields.items()
-            if isinstance(info.json_schema_extra, dict) and info.json_schema_extra.get(OPERATIONAL)
-        }
+        return {name for name, info in cls.model_fields.items() if _is_operational(info)}
 
 
 class StateStore(Protocol):
@@ -153,10 +171,17 @@ class Step(ABC, Generic[P]):
     def close(self) -> None:
         """Release what `open` acquired."""
 
+    def ready(self) -> str | None:
+        """None when the step can take rows; else why not (e.g. its endpoint is unreachable).
+        The runtime asks before consuming: while a reason is given it takes no input, commits
+        and dead-letters nothing new, reports the reason in /healthz and does not count the wait
+        as a stall. Rows already taken are the step's to finish (or to hold on to)."""
+        return None
+
     def signature(self) -> str:
         """Identity of the step's behaviour: its name and the params that decide its output,
         stable across runs (operational params are left out)."""
-        params = self.params.model_dump(mode="json", exclude=self.Params.operational_fields())
+        params = behaviour(self.params)
         blob = json.dumps({"step": self.name, "params": params}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -56,3 +56,16 @@ with warnings.catch_warnings():
         _no_nul = field_validator("task_id", "schema", "instruction", "gold_sql", "system_prompt")(
             _reject_nul
         )
+
+
+class PromptSeed(BaseModel):
+    """A seed of any instruction-following task (examples/answers): an instruction, and
+    optionally a system prompt. `model_dump()` matches `schemas/rows/prompt.avsc`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    task_id: NonEmptyText
+    instruction: NonEmptyText
+    system_prompt: Text | None = None
+
+    _no_nul = field_validator("task_id", "instruction", "system_prompt")(_reject_nul)

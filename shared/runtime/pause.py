@@ -37,7 +37,7 @@ class PauseControl:
     holds: int = 0
     pauses: int = 0
 
-    def _holding_long(self, now: float) -> bool:
+    def holding_long(self, now: float) -> bool:
         return self.full_since is not None and now - self.full_since > self.after_s
 
     def update(self, full: bool, now: float) -> PauseDecision:
@@ -50,7 +50,7 @@ class PauseControl:
         if self.full_since is None:
             self.full_since = now
             self.holds += 1
-        if not self._holding_long(now):
+        if not self.holding_long(now):
             return PauseDecision()
         pause = sorted(self.assigned - self.paused)
         if pause and not self.paused:
@@ -60,7 +60,7 @@ class PauseControl:
 
     def on_assigned(self, partitions: list[TopicPartition], now: float) -> PauseDecision:
         self.assigned.update(partitions)
-        if self._holding_long(now):
+        if self.holding_long(now):
             self.paused.update(partitions)
             return PauseDecision(pause=sorted(partitions))
         # Resumed even if never paused here: the flag may be left over from before a revoke.

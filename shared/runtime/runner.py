@@ -168,6 +168,8 @@ class StepRunner:
         self._lag_task: asyncio.Task[dict[TopicPartition, int] | None] | None = None
         self._last_lag_at = -1e9
         self.buffered_max = 0
+        #: why the step takes no rows now (Step.ready()), None while it does
+        self.held: str | None = None
         self._labels = {"step": wiring.stage}
         self._row_seconds = metrics.ROW_SECONDS.labels(**self._labels)
 
@@ -252,6 +254,7 @@ class StepRunner:
             "ok": stalled is None and self.failure is None,
             "step": self.w.stage,
             "stalled": stalled,
+            "held": self.held,
             "buffered_rows": self.queues.buffered_rows(),
             "in_flight": self._in_flight,
             "paused": sorted(p for _, p in self.pause.paused),
@@ -314,19 +317,42 @@ class StepRunner:
         fits = room // self._max_message_rows if self._max_message_rows else min(room, 1)
         if fits < 1 and buffered == 0:
             fits = 1  # a message larger than the cap still has to go through, alone
-        full = fits < 1
+        self._update_held()
+        # A step that is not ready is held like a full buffer: nothing consumed (so nothing new
+        # committed or dead-lettered), partitions paused if it lasts, and not a stall.
+        full = fits < 1 or self.held is not None
         self.liveness.full = full
         self._apply(self.pause.update(full, self.clock()))
         if not full:
             # Blocking is fine while no row is in flight; otherwise just look and go back to the rows.
             timeout = 0 if self._in_flight else min(0.05, self.settings.commit_interval_s)
             self._take(self.transport.poll(min(fits, 100), timeout))
-        elif self.pause.any_paused:
+        elif self.pause.any_paused or self._held_unassigned():
             # Paused, consume() still serves rebalance callbacks; holding briefly, not even that.
             self._take(self.transport.poll(1, 0))
         self.buffered_max = max(self.buffered_max, self.queues.buffered_rows())
         if self.control is not None:
             self.control.poll()
+
+    def _held_unassigned(self) -> bool:
+        """Held long with no partitions yet (a step not ready from the start): consume() must still
+        run to join the group, whose assignment then arrives paused (PauseControl.on_assigned)."""
+        return (
+            self.held is not None
+            and self.pause.holding_long(self.clock())
+            and not self.transport.assignment()
+        )
+
+    def _update_held(self) -> None:
+        # A chain is held while any of its steps is not ready.
+        held = next((reason for step in self.steps if (reason := step.ready()) is not None), None)
+        if (held is None) != (self.held is None):
+            metrics.HELD.labels(**self._labels).set(int(held is not None))
+            if held is None:
+                log.info("%s takes rows again", self.w.stage)
+            else:
+                log.warning("%s holds its input: %s", self.w.stage, held)
+        self.held = held
 
     def _apply(self, decision: PauseDecision) -> None:
         if decision.pause:

@@ -21,7 +21,8 @@ PIPELINE = REPO / "examples/text2sql/pipeline.yaml"
 DASHBOARDS = REPO / "deploy/grafana/dashboards"
 #: `fastdistill serve X` accepts these besides the step ids of the pipeline.
 SERVE_EXTRA = ("sink", "coordinator")
-#: Read by the teacher step itself (services/teacher/step.py), not through a settings class.
+#: Read by the OpenAI-compatible LLM client (services/llm/openai_client.py) when `llm:` names no
+#: base URL and no api_key_env.
 TEACHER_ENV = ("OPENAI_BASE_URL", "OPENAI_API_KEY")
 SETTINGS: tuple[type[BaseSettings], ...] = (KafkaSettings, RegistrySettings, ServiceSettings)
 

@@ -11,7 +11,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import fastdistill.services.coordinator
-import services.teacher.metrics
+import services.llm.metrics
 import shared.metrics
 from fastdistill.plan import PipelinePlan
 from services.coordinator.export import QUANTILES, ROW_KINDS, SCORE_STATS
@@ -27,7 +27,7 @@ from tests.deploy.support import (
 )
 
 # Imported for what they register in prometheus_client's default REGISTRY.
-METRIC_MODULES = (shared.metrics, services.teacher.metrics, fastdistill.services.coordinator)
+METRIC_MODULES = (shared.metrics, services.llm.metrics, fastdistill.services.coordinator)
 PROVISIONING = REPO / "deploy/grafana/provisioning"
 #: Grafana's own variables; anything else a query uses must be a template variable of its dashboard.
 BUILTIN_VARS = {"__rate_interval", "__interval", "__range", "__range_s", "__interval_ms"}

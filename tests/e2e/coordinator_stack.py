@@ -46,8 +46,8 @@ REJECTED_ROWS = 38
 
 
 def pipeline_copy(folder: Path, gates: dict[str, float] | None = None, **teacher: Any) -> Path:
-    """The example pipeline under a fresh name writing into `folder`; `teacher` overrides params
-    of the teacher step."""
+    """The example pipeline under a fresh name writing into `folder`; `teacher` overrides the
+    teacher step's `llm:` endpoint settings."""
     raw = yaml.safe_load(PIPELINE.read_text())
     raw["name"] = f"e2e-{uuid.uuid4().hex[:8]}"
     raw["sink"]["output_dir"] = str(folder / "out")
@@ -57,8 +57,8 @@ def pipeline_copy(folder: Path, gates: dict[str, float] | None = None, **teacher
         params = step.setdefault("params", {})
         if "db_path" in params:  # relative to the repository, where the services do not run here
             params["db_path"] = str(REPO / params["db_path"])
-        if step["step"] == "teacher":
-            params |= teacher
+        if step["id"] == "teacher":
+            params["llm"] = params.get("llm", {}) | teacher
     path = folder / "pipeline.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path

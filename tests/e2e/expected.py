@@ -16,7 +16,7 @@ from typing import Any
 from fastdistill.dev.teacher_sim.answers import AnswerBook
 from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.plan import PipelinePlan
-from services.teacher.step import TeacherStep
+from services.text_generation.step import TextGenerationStep
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 from shared.step import Row
 
@@ -46,7 +46,7 @@ def compute(spec: PipelineSpec, seeds: Path, sim: SimConfig) -> Expected:
         rows.append({"source_index": index, **model.model_validate(json.loads(line)).model_dump()})
     expected = Expected(counts={SEEDS_STAGE: len(rows)}, rows={})
     for step_id, step in plan.steps.items():
-        if isinstance(step, TeacherStep):
+        if isinstance(step, TextGenerationStep):
             out = [_answered(step, book, sim, row) for row in rows]
         else:
             out = [step.process_row(row) for row in rows]
@@ -58,7 +58,7 @@ def compute(spec: PipelineSpec, seeds: Path, sim: SimConfig) -> Expected:
     return expected
 
 
-def _answered(step: TeacherStep, book: AnswerBook, sim: SimConfig, row: Row) -> Row:
+def _answered(step: TextGenerationStep, book: AnswerBook, sim: SimConfig, row: Row) -> Row:
     """The row as the teacher step emits it, with the generation the simulator answers."""
     prompt = step.messages(row)[-1]["content"]
     text, _ = book.answer(prompt, sim.seed, sim.style_mix)

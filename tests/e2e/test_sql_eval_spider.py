@@ -26,7 +26,7 @@ from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.topics import pipeline_topics
-from services.teacher.step import TeacherStep
+from services.text_generation.step import TextGenerationStep
 from shared.config import KafkaSettings
 from shared.kafka import clients
 from shared.pipeline import PipelineSpec
@@ -86,7 +86,14 @@ def _pipeline(folder: Path, db_dir: Path) -> Path:
                 "step": "hash",
                 "params": {"fields": ["task_id", "canonical_input"], "output": "sample_id"},
             },
-            {"id": "teacher", "step": "teacher", "params": {"model": "teacher-sim", "request_timeout_s": 8}},
+            {
+                "id": "teacher",
+                "step": "text_generation",
+                "params": {
+                    "llm": {"model": "teacher-sim", "request_timeout_s": 8},
+                    "template": "Schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:",
+                },
+            },
             {"id": "clean_sql", "step": "clean_sql", "params": {"field": "generation", "output": "sql"}},
             {
                 "id": "sql_eval",
@@ -134,7 +141,7 @@ def _compute(spec: PipelineSpec, seeds_path: Path) -> Computed:
         for step_id, step in plan.steps.items():
             out = []
             for row in rows:
-                if isinstance(step, TeacherStep):
+                if isinstance(step, TextGenerationStep):
                     text, _ = book.answer(step.messages(row)[-1]["content"], sim.seed, sim.style_mix)
                     out.append({**row, step.params.output: text})
                     continue

@@ -244,8 +244,8 @@ def test_teacher_faults_lose_no_row_and_duplicate_none(
     assert len(letters) == dead
     for letter in letters:
         # The only step that may give up on a row here is the teacher, and it says why.
-        assert letter["step"] == "teacher" and letter["error_type"] == "TeacherError", letter
-        prefix = "teacher gave up after 2 attempts: "
+        assert letter["step"] == "teacher" and letter["error_type"] == "GenerationFailed", letter
+        prefix = "gave up after 2 attempts: "
         assert letter["error_message"].startswith(prefix) and letter["error_message"][len(prefix) :], letter
         assert letter["sample_id"] and letter["row_index"] is not None
 

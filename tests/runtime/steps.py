@@ -182,6 +182,22 @@ class Keyed(Step[StepParams]):
         return row | {"sample_id": f"s{row['source_index']}"}
 
 
+#: what `Holdable.ready()` answers (None: ready)
+HOLD: dict[str, str | None] = {"reason": None}
+
+
+class Holdable(AsyncStep[StepParams]):
+    """Not ready while HOLD says why (an LLM step whose endpoint is down); rows pass unchanged."""
+
+    name = "holdable"
+
+    def ready(self) -> str | None:
+        return HOLD["reason"]
+
+    async def process_row_async(self, row: Row) -> Row | None:
+        return row
+
+
 def pick_branch(row: Row) -> list[str]:
     """A route function: rows with an even source index go left, odd ones right, every tenth both."""
     index = int(row["source_index"])

@@ -485,6 +485,49 @@ def test_liveness_waits_for_the_broker_word_and_spares_a_full_instance() -> None
     assert h.runner.stalled(300) is None  # full: not consuming is the backpressure
 
 
+def test_a_step_that_is_not_ready_holds_its_input_and_is_not_a_stall() -> None:
+    """Step.ready() gives a reason: nothing is consumed, committed or dead-lettered, /healthz says
+    why and stays healthy, liveness calls no stall however long it lasts with readable input;
+    once ready, every row goes through."""
+    h = Harness(
+        "tests.runtime.steps:Holdable", progress_stall_s=0.1, lag_every_s=0.01, pause_after_full_s=0.05
+    )
+    steps.HOLD["reason"] = "endpoint http://x/v1 unreachable (connection refused) for 3 s"
+    h.batch("r", rows(0, 3), 0)
+    h.batch("r", rows(3, 3), 1)
+    h.end("r")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(
+            h.run_until(lambda: h.markers() == PARTITIONS * PARTITIONS, timeout_s=10)
+        )
+        await asyncio.sleep(0.6)  # six times the stall limit
+        seen["health"] = h.runner.health()
+        seen["stalled"] = h.runner.stalled(300)
+        seen["paused"] = sorted(h.transport.paused)
+        seen["out"] = len(h.out_rows())
+        seen["dead"] = len(h.dead_letters())
+        seen["committed"] = dict(h.broker.committed)
+        seen["progress"] = len(h.progress())
+        steps.HOLD["reason"] = None
+        await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        steps.HOLD["reason"] = None
+    assert seen["out"] == seen["dead"] == seen["progress"] == 0 and seen["committed"] == {}
+    health = seen["health"]
+    assert health["held"] == "endpoint http://x/v1 unreachable (connection refused) for 3 s"
+    assert health["ok"] is True and health["stalled"] is None and seen["stalled"] is None
+    assert health["in_flight"] == 0 and health["buffered_rows"] == 0
+    # a long hold pauses the partitions (consume() then only serves rebalances)
+    assert len(seen["paused"]) == PARTITIONS
+    assert sorted(r["source_index"] for r in h.out_rows()) == list(range(6))
+    assert h.dead_letters() == [] and h.runner.health()["held"] is None
+
+
 def test_a_loop_that_stops_turning_is_named() -> None:
     h = Harness("tests.runtime.steps:Shout")
     h.runner.liveness.loop_at -= 100

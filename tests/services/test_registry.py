@@ -9,21 +9,23 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from services.teacher.step import TeacherStep
+from services.text_generation.step import TextGenerationStep
 from shared.pipeline import PipelineSpec
 from shared.registry import Registry, UnknownName
 from shared.step import STEPS, Row, Step, StepContractError, StepParams, build_step, operational, step_class
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "text2sql" / "pipeline.yaml"
 CATALOGUE = {
-    "canonicalize", "hash", "dedup", "teacher", "clean_sql", "rule_filter",
-    "filter_by_bool", "sql_eval", "score", "keep_by_score",
+    "canonicalize", "hash", "dedup", "text_generation", "clean_sql", "rule_filter",
+    "filter_by_bool", "sql_eval", "score", "keep_by_score", "chat_generation", "llm_judge",
+    "structured_generation", "evol_instruct", "self_instruct",
 }  # fmt: skip
 
 
 def test_catalogue_names_come_from_entry_points() -> None:
     assert set(STEPS.names()) >= CATALOGUE
-    assert STEPS.get("teacher") is TeacherStep
+    assert STEPS.get("text_generation") is TextGenerationStep
+    assert "teacher" not in STEPS  # the text-to-SQL teacher is a configuration of text_generation
     for name in CATALOGUE:
         cls = STEPS.get(name)
         assert issubclass(cls, Step) and cls.name == name
@@ -41,8 +43,8 @@ def test_unknown_step_lists_known_ones() -> None:
     with pytest.raises(UnknownName) as info:
         build_step("sql_evaluate", {})
     message = str(info.value)
-    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, clean_sql")
-    assert "teacher" in message
+    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, chat_generation, clean_sql")
+    assert "text_generation" in message
 
 
 def test_a_dotted_path_must_name_a_step() -> None:
@@ -105,9 +107,12 @@ def test_operational_params_do_not_change_the_signature() -> None:
     assert Echo(workers=1).signature() == Echo(workers=16).signature()
     assert Echo(output="a").signature() != Echo(output="b").signature()
     assert EchoParams.operational_fields() == {"workers"}
-    teacher = TeacherStep.Params.operational_fields()
-    assert {"max_concurrency", "max_retries", "request_timeout_s"} <= teacher
-    assert TeacherStep(max_concurrency=2).signature() == TeacherStep(max_concurrency=64).signature()
+    # an LLM step's endpoint is a nested model: its operational fields are left out too
+    slow = TextGenerationStep(llm={"max_concurrency": 2, "max_retries": 0, "api_key_env": "A"})
+    fast = TextGenerationStep(llm={"max_concurrency": 64, "request_timeout_s": 5, "give_up_after_s": 1})
+    assert slow.signature() == fast.signature() == TextGenerationStep(cache=False).signature()
+    assert TextGenerationStep(llm={"model": "m2"}).signature() != slow.signature()
+    assert TextGenerationStep(llm={"generation_kwargs": {"temperature": 1}}).signature() != slow.signature()
 
 
 def test_outputs_and_schema_must_agree_both_ways() -> None:

@@ -1,9 +1,12 @@
-"""An OpenAI-compatible teacher simulator: a real HTTP server with seeded answers, latency and faults.
+"""A teacher simulator: a real HTTP server with seeded answers, latency and faults.
 
-Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /stats` (JSON) and `GET /metrics`
-(Prometheus text). Everything a response depends on is a function of (seed, prompt, attempt),
-where `attempt` counts how often this server has seen the prompt, so runs are reproducible and
-retries can succeed.
+Endpoints: `POST /v1/chat/completions` (OpenAI-compatible), `POST /v1/messages` (Anthropic
+Messages), `GET /v1/models`, `GET /stats` (JSON) and `GET /metrics` (Prometheus text).
+Everything a response depends on is a function of (seed, prompt, attempt), where `attempt`
+counts how often this server has seen the prompt, so runs are reproducible and retries can
+succeed. Text-to-SQL prompts are answered from the answer book (answers.py), every other kind
+of prompt by tasks.py. With an `api_key`, every request must carry it (`Authorization: Bearer`
+or `x-api-key`), else it is answered 401 and counted as `unauthorized`.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fastdistill.dev.teacher_sim.answers import AnswerBook, Style, StyleMix
+from fastdistill.dev.teacher_sim import tasks
+from fastdistill.dev.teacher_sim.answers import AnswerBook, Style, StyleMix, question_of
 from fastdistill.dev.teacher_sim.faults import DEFAULT_FAULT_WEIGHTS, Fault, FaultPlan, LatencySpec
 
 
@@ -39,6 +44,12 @@ class SimConfig(BaseModel):
     timeout_sleep_s: float = Field(35.0, ge=0)
     style_mix: StyleMix = Field(default_factory=StyleMix)
     model_name: str = "teacher-sim"
+    #: share of judge answers no parser can read (per attempt: asking again can succeed)
+    judge_malformed_rate: float = Field(0.1, ge=0, le=1)
+    #: share of answers to a JSON-schema request that are not valid against it (per attempt)
+    json_invalid_rate: float = Field(0.2, ge=0, le=1)
+    #: the key every request must carry (None: no check); a dev simulator's, not a secret
+    api_key: str | None = None
 
     @field_validator("latency", mode="before")
     @classmethod
@@ -59,6 +70,13 @@ class SimStats:
         self.retried = 0  # requests that were not the first attempt at their prompt
         self.outcomes: collections.Counter[str] = collections.Counter()
         self.styles: collections.Counter[str] = collections.Counter()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        #: answers served by kind of prompt (sql, rating, ranking, json, ...) and by route
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.routes: collections.Counter[str] = collections.Counter()
+        #: judge and JSON answers served unreadable or invalid on purpose
+        self.broken = 0
         self.inflight = 0
         self.max_inflight = 0
         self.inflight_area = 0.0  # ∫ inflight dt, request-seconds
@@ -88,13 +106,18 @@ class SimStats:
     def snapshot(self) -> dict[str, Any]:
         self._advance()
         wall = self._last - self.started_at
-        faults = {k: v for k, v in self.outcomes.items() if k not in ("ok", "client_gone")}
+        faults = {k: v for k, v in self.outcomes.items() if k not in ("ok", "client_gone", "unauthorized")}
         return {
             "requests": self.requests,
             "retried_requests": self.retried,
             "outcomes": dict(self.outcomes),
             "faults_served": sum(faults.values()),
             "styles": dict(self.styles),
+            "kinds": dict(self.kinds),
+            "routes": dict(self.routes),
+            "broken_answers": self.broken,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
             "inflight": self.inflight,
             "max_inflight": self.max_inflight,
             # The mean over busy time is the concurrency a client achieved while it had work out;
@@ -129,13 +152,36 @@ class _Sim:
         self.attempts: collections.Counter[str] = collections.Counter()
 
     async def models(self, request: web.Request) -> web.Response:
+        if not self.authorised(request):
+            return self.unauthorised()
         model = {"id": self.config.model_name, "object": "model", "created": 0, "owned_by": "fastdistill"}
         return web.json_response({"object": "list", "data": [model]})
 
     async def stats_json(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.snapshot() | {"answers": len(self.book)})
 
+    def authorised(self, request: web.Request) -> bool:
+        key = self.config.api_key
+        if key is None:
+            return True
+        given = request.headers.get("x-api-key") or request.headers.get("Authorization", "").removeprefix(
+            "Bearer "
+        )
+        return hmac.compare_digest(given.encode(), key.encode())
+
+    def unauthorised(self) -> web.Response:
+        self.stats.outcomes["unauthorized"] += 1
+        return _error(401, "invalid api key (simulated)", "authentication_error")
+
     async def chat(self, request: web.Request) -> web.Response:
+        return await self._serve(request, "openai")
+
+    async def messages(self, request: web.Request) -> web.Response:
+        return await self._serve(request, "anthropic")
+
+    async def _serve(self, request: web.Request, shape: str) -> web.Response:
+        if not self.authorised(request):
+            return self.unauthorised()
         try:
             body = await request.json()
             messages = body["messages"]
@@ -143,6 +189,11 @@ class _Sim:
                 raise ValueError("messages must be a non-empty list")
             texts = [_text_of(m.get("content")) for m in messages]
             users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
+            if shape == "anthropic":
+                if not isinstance(body.get("max_tokens"), int):
+                    raise ValueError("max_tokens is required")
+                if isinstance(body.get("system"), str):
+                    texts.append(body["system"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             return _error(400, f"invalid request: {exc}", "invalid_request_error")
         if not users:
@@ -150,20 +201,52 @@ class _Sim:
         prompt = users[-1]
         attempt = self.attempts[prompt]
         self.attempts[prompt] += 1
+        self.stats.routes[shape] += 1
         fault = self.plan.decide(self.config.seed, prompt, attempt)
         self.stats.enter(attempt)
         # A timeout fault is served even when the client hangs up first (and aiohttp cancels us);
         # any other request cut short that way is only a client that went away.
         outcome = fault.value if fault is Fault.TIMEOUT else "client_gone"
         try:
-            response = await self._respond(body, texts, prompt, attempt, fault)
+            response = await self._respond(body, texts, prompt, attempt, fault, shape)
             outcome = "ok" if fault is Fault.NONE else fault.value
             return response
         finally:
             self.stats.leave(outcome)
 
+    def answer(self, body: dict[str, Any], texts: list[str], prompt: str, attempt: int) -> tuple[str, str]:
+        """(the completion text, the kind of prompt it answers)."""
+        cfg = self.config
+        schema = tasks.schema_of(body)
+        if schema is None and isinstance(body.get("system"), str):  # the Anthropic client's way
+            schema = _schema_in(body["system"])
+        kind = "json" if schema is not None else tasks.kind_of(prompt, None)
+        readable = True
+        if kind == "json":
+            assert schema is not None
+            text, readable = tasks.json_answer(schema, cfg.seed, prompt, attempt, cfg.json_invalid_rate)
+        elif kind == "rating":
+            text, readable = tasks.rating_answer(cfg.seed, prompt, attempt, cfg.judge_malformed_rate)
+        elif kind == "ranking":
+            text, readable = tasks.ranking_answer(cfg.seed, prompt, attempt, cfg.judge_malformed_rate)
+        elif kind == "self_instruct":
+            text = tasks.self_instruct_answer(cfg.seed, prompt)
+        elif kind == "evol":
+            text = tasks.evol_answer(cfg.seed, prompt)
+        elif self.book.gold_for(prompt) is not None or question_of(prompt) is not None:
+            kind = "sql"
+            text, style = self.book.answer(prompt, cfg.seed, cfg.style_mix)
+            self.stats.styles[style.value if isinstance(style, Style) else "unknown"] += 1
+        else:
+            # Sampling (temperature > 0) answers each ask anew; greedy answers one way.
+            sampled = float(body.get("temperature") or 0) > 0
+            model = str(body.get("model") or "")
+            text = tasks.generic_answer(cfg.seed, prompt, attempt if sampled else 0, model)
+        self.stats.broken += not readable
+        return text, kind
+
     async def _respond(
-        self, body: dict[str, Any], texts: list[str], prompt: str, attempt: int, fault: Fault
+        self, body: dict[str, Any], texts: list[str], prompt: str, attempt: int, fault: Fault, shape: str
     ) -> web.Response:
         cfg = self.config
         if fault is Fault.RATE_LIMIT:
@@ -177,36 +260,66 @@ class _Sim:
         await asyncio.sleep(delay)
         if fault is Fault.SERVER_ERROR:
             return _error(500, "internal error (simulated)", "server_error")
-        text, style = self.book.answer(prompt, cfg.seed, cfg.style_mix)
         if fault is Fault.NONE:
-            self.stats.styles[style.value if isinstance(style, Style) else "unknown"] += 1
+            text, kind = self.answer(body, texts, prompt, attempt)
+            self.stats.kinds[kind] += 1
+        else:
+            text, _ = self.book.answer(prompt, cfg.seed, cfg.style_mix)
         prompt_tokens = sum(len(t.split()) for t in texts)
         completion_tokens = len(text.split())
-        payload = {
-            "id": "chatcmpl-" + hashlib.sha256(f"{prompt}\x1f{attempt}".encode()).hexdigest()[:24],
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.get("model") or cfg.model_name,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            },
-        }
-        if fault is Fault.EMPTY:
-            payload["choices"] = []
+        if fault is Fault.NONE:
+            self.stats.prompt_tokens += prompt_tokens
+            self.stats.completion_tokens += completion_tokens
+        ident = hashlib.sha256(f"{prompt}\x1f{attempt}".encode()).hexdigest()[:24]
+        model = body.get("model") or cfg.model_name
+        payload: dict[str, Any]
+        if shape == "anthropic":
+            payload = {
+                "id": "msg_" + ident,
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [] if fault is Fault.EMPTY else [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
+            }
+        else:
+            payload = {
+                "id": "chatcmpl-" + ident,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": []
+                if fault is Fault.EMPTY
+                else [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
         if fault is Fault.MALFORMED:
             blob = json.dumps(payload)
             return web.Response(text=blob[: len(blob) // 2], content_type="application/json")
         return web.json_response(payload)
+
+
+def _schema_in(system: str) -> dict[str, Any] | None:
+    marker = "matching this JSON schema:\n"
+    if marker not in system:
+        return None
+    try:
+        schema = json.loads(system.split(marker, 1)[1].split("\n\n", 1)[0])
+    except ValueError:
+        return {"type": "object"}
+    return schema if isinstance(schema, dict) else {"type": "object"}
 
 
 class _StatsCollector:
@@ -239,6 +352,7 @@ def create_app(config: SimConfig) -> web.Application:
     app = web.Application(client_max_size=16 * 1024**2)
     app["sim"] = sim
     app.router.add_post("/v1/chat/completions", sim.chat)
+    app.router.add_post("/v1/messages", sim.messages)
     app.router.add_get("/v1/models", sim.models)
     app.router.add_get("/stats", sim.stats_json)
     app.router.add_get("/metrics", metrics)
@@ -253,7 +367,7 @@ def run(host: str, port: int, config: SimConfig) -> None:
     def announce(_: str) -> None:
         print(
             f"teacher-sim on http://{host}:{port}/v1: {answers} answers, latency {config.latency}, "
-            f"fault rate {config.fault_rate:g}",
+            f"fault rate {config.fault_rate:g}" + (", api key required" if config.api_key else ""),
             flush=True,
         )
 

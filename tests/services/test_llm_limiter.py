@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.teacher.limiter import AimdLimiter
+from services.llm.limiter import AimdLimiter
 
 
 def test_rejects_inconsistent_bounds() -> None:

@@ -1,4 +1,6 @@
-"""TeacherStep against the simulator running as a separate process, over real HTTP.
+"""text_generation (the text-to-SQL teacher's configuration) against the simulator running as a
+separate process, over real HTTP: answers, faults and retries, rate limits and AIMD, the cache,
+endpoints, concurrency, the Anthropic client, API keys, and an outage that is waited out.
 
 The server's own stats (request counts, time-weighted requests in flight) are the evidence:
 they see what actually went over the wire, independent of the client's view.
@@ -8,13 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
+import os
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +21,24 @@ from prometheus_client import REGISTRY
 from fastdistill.dev.teacher_sim.answers import AnswerBook, StyleMix
 from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import free_port
-from services.teacher import TeacherError, TeacherStep
+from services.llm.machinery import GenerationFailed
+from services.text_generation.step import TextGenerationStep
 from shared.step import Row
 from tests.fakes import DictContext
+from tests.sim import Sim, sim_process, start_sim, stop_sim
 
-REPO = Path(__file__).resolve().parents[2]
 SCHEMA = "orders(id, user_id, amount)"
-TEMPLATE = "Schema: {schema}\nQuestion: {instruction}\nSQL:"
+PROMPT = "Schema: {schema}\nQuestion: {instruction}\nSQL:"
+TEMPLATE = "Schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:"
+TeacherError = GenerationFailed
+
+
+def TeacherStep(**llm: Any) -> TextGenerationStep:
+    """The text-to-SQL teacher: text_generation with its template, `llm` its endpoint."""
+    cache = llm.pop("cache", True)
+    return TextGenerationStep(template=TEMPLATE, cache=cache, llm=llm)
+
+
 N_SEEDS = 700
 
 
@@ -67,66 +75,22 @@ def _rows(n: int, start: int = 0) -> list[Row]:
     ]
 
 
-def _get(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return json.loads(resp.read())
-
-
-class Sim:
-    def __init__(self, port: int) -> None:
-        self.root = f"http://127.0.0.1:{port}"
-        self.base_url = f"{self.root}/v1"
-
-    def stats(self) -> dict[str, Any]:
-        return _get(f"{self.root}/stats")
-
-
-@contextmanager
-def sim_process(tmp_path: Path, config: SimConfig) -> Iterator[Sim]:
-    port = free_port()
-    code = (
-        "import sys\n"
-        "from fastdistill.dev.teacher_sim.server import SimConfig, run\n"
-        "run('127.0.0.1', int(sys.argv[1]), SimConfig.model_validate_json(sys.argv[2]))\n"
-    )
-    log_path = tmp_path / f"sim-{port}.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(port), config.model_dump_json()],
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    sim = Sim(port)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _get(f"{sim.base_url}/models")
-                break
-            except (urllib.error.URLError, ConnectionError):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"simulator did not start:\n{log_path.read_text()}") from None
-                time.sleep(0.05)
-        yield sim
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-async def _run(step: TeacherStep, rows: list[Row]) -> list[Row | BaseException | None]:
+async def _run(step: TextGenerationStep, rows: list[Row]) -> list[Row | BaseException | None]:
     try:
         return await asyncio.gather(*(step.process_row_async(dict(r)) for r in rows), return_exceptions=True)
     finally:
         await step.aclose()
 
 
-def _metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+def _metric(name: str, model: str, **labels: str) -> float:
+    """A sample of the LLM metrics, summed over the endpoints (each test's model is its own)."""
+    total = 0.0
+    for family in REGISTRY.collect():
+        for sample in family.samples:
+            wanted = {"model": model, "step": "text_generation", **labels}
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in wanted.items()):
+                total += sample.value
+    return total
 
 
 def test_generations_match_the_answer_book(tmp_path: Path, seeds: Path) -> None:
@@ -139,7 +103,7 @@ def test_generations_match_the_answer_book(tmp_path: Path, seeds: Path) -> None:
     book = AnswerBook.load(seeds)
     for row, result in zip(rows, out, strict=True):
         assert isinstance(result, dict), result
-        expected, _ = book.answer(TEMPLATE.format_map(row), config.seed, StyleMix())
+        expected, _ = book.answer(PROMPT.format_map(row), config.seed, StyleMix())
         assert result["generation"] == expected
         assert result["teacher_model"] == "sim-correct"
         assert result["teacher_cached"] is False
@@ -149,8 +113,13 @@ def test_generations_match_the_answer_book(tmp_path: Path, seeds: Path) -> None:
         assert result.get("source_index") == row.get("source_index")
     assert out[-1]["generation"] == "SELECT 1;"  # type: ignore[index]
     assert stats["requests"] == len(rows) and stats["outcomes"] == {"ok": len(rows)}
-    assert _metric("fd_teacher_requests_total", model="sim-correct", outcome="ok") == len(rows)
-    assert _metric("fd_teacher_tokens_total", model="sim-correct", kind="completion") > 0
+    assert _metric("fd_teacher_requests_total", "sim-correct", outcome="ok") == len(rows)
+    completion = _metric("fd_teacher_tokens_total", "sim-correct", kind="completion")
+    assert completion == stats["completion_tokens"] == sum(r["completion_tokens"] for r in out)  # type: ignore[index]
+    prompt = _metric("fd_teacher_tokens_total", "sim-correct", kind="prompt")
+    assert prompt == stats["prompt_tokens"] == sum(r["prompt_tokens"] for r in out)  # type: ignore[index]
+    tokens = f"{prompt:.0f} prompt + {completion:.0f} completion tokens"
+    print(f"{len(rows)} rows: {stats['requests']} requests, {tokens}")
 
 
 @pytest.mark.slow
@@ -163,6 +132,7 @@ def test_faults_are_retried_and_every_row_succeeds_or_raises(tmp_path: Path, see
             request_timeout_s=1.0,
             backoff_base_s=0.05,
             backoff_max_s=0.5,
+            server_errors_to_open=100,
         )
         out = asyncio.run(_run(step, _rows(200)))
         stats = sim.stats()
@@ -175,20 +145,26 @@ def test_faults_are_retried_and_every_row_succeeds_or_raises(tmp_path: Path, see
     assert stats["outcomes"]["ok"] == len(ok)
     for fault in ("rate_limit", "server_error", "timeout", "malformed", "empty"):
         assert stats["outcomes"].get(fault, 0) > 0, stats["outcomes"]
-    labels = {"model": "sim-faults"}
-    assert _metric("fd_teacher_retries_total", **labels) == stats["retried_requests"]
+    assert _metric("fd_teacher_retries_total", "sim-faults") == stats["retried_requests"]
     for outcome in ("http_429", "http_5xx", "timeout", "malformed", "empty"):
-        assert _metric("fd_teacher_requests_total", outcome=outcome, **labels) > 0, outcome
+        assert _metric("fd_teacher_requests_total", "sim-faults", outcome=outcome) > 0, outcome
 
 
 def test_exhausted_retries_raise_a_readable_error(tmp_path: Path, seeds: Path) -> None:
     config = SimConfig(seeds_path=seeds, fault_rate=1.0, fault_weights={"server_error": 1.0})
     with sim_process(tmp_path, config) as sim:
-        step = TeacherStep(model="sim-down", base_url=sim.base_url, max_retries=2, backoff_base_s=0.01)
+        # Five rows' 500s in a row would be an outage (probed, then resumed): here a row's own luck.
+        step = TeacherStep(
+            model="sim-down",
+            base_url=sim.base_url,
+            max_retries=2,
+            backoff_base_s=0.01,
+            server_errors_to_open=100,
+        )
         out = asyncio.run(_run(step, _rows(5)))
         stats = sim.stats()
     assert all(isinstance(r, TeacherError) for r in out)
-    assert str(out[0]).startswith("teacher gave up after 3 attempts: HTTP 500")
+    assert str(out[0]).startswith("gave up after 3 attempts: HTTP 500")
     assert stats["requests"] == 15
 
 
@@ -197,8 +173,8 @@ def test_client_errors_are_not_retried(tmp_path: Path, seeds: Path) -> None:
         step = TeacherStep(model="sim-404", base_url=f"{sim.root}/wrong-prefix")
         (result,) = asyncio.run(_run(step, _rows(1)))
     assert isinstance(result, TeacherError)
-    assert "HTTP 404" in str(result)
-    assert _metric("fd_teacher_requests_total", model="sim-404", outcome="http_4xx") == 1
+    assert "endpoint rejected the request: HTTP 404" in str(result)
+    assert _metric("fd_teacher_requests_total", "sim-404", outcome="http_4xx") == 1
 
 
 @pytest.mark.slow
@@ -217,7 +193,7 @@ def test_rate_limits_lower_the_concurrency_limit(tmp_path: Path, seeds: Path) ->
         async def scenario() -> list[Row | BaseException | None]:
             async def watch() -> None:
                 while True:
-                    limits.append(step.limiter.limit)
+                    limits.append(step.machinery.limiter.limit)
                     await asyncio.sleep(0.005)
 
             watcher = asyncio.ensure_future(watch())
@@ -230,11 +206,11 @@ def test_rate_limits_lower_the_concurrency_limit(tmp_path: Path, seeds: Path) ->
         stats = sim.stats()
     assert all(isinstance(r, dict) for r in out)
     assert stats["outcomes"]["rate_limit"] > 0
-    assert step.limiter.decreases >= 1
+    assert step.machinery.limiter.decreases >= 1
     assert min(limits) <= 16
     # One cut per congestion epoch: a burst of 429s does not collapse the limit to 1 at once.
-    assert step.limiter.decreases < stats["outcomes"]["rate_limit"]
-    assert _metric("fd_teacher_concurrency_limit", model="sim-429") == step.limiter.limit
+    assert step.machinery.limiter.decreases < stats["outcomes"]["rate_limit"]
+    assert _metric("fd_teacher_concurrency_limit", "sim-429") == step.machinery.limiter.limit
 
 
 def test_generation_cache_makes_a_replay_free(tmp_path: Path, seeds: Path) -> None:
@@ -264,7 +240,7 @@ def test_generation_cache_makes_a_replay_free(tmp_path: Path, seeds: Path) -> No
         assert b["generation"] == a["generation"]
         assert b["completion_tokens"] == a["completion_tokens"]
         assert (a["teacher_cached"], b["teacher_cached"]) == (False, True)
-    assert _metric("fd_teacher_cache_hits_total", model="sim-cache") == 50
+    assert _metric("fd_teacher_cache_hits_total", "sim-cache") == 50
 
 
 def test_another_endpoint_with_the_same_model_is_asked(tmp_path: Path, seeds: Path) -> None:
@@ -283,7 +259,7 @@ def test_another_endpoint_with_the_same_model_is_asked(tmp_path: Path, seeds: Pa
         assert (sim_a.stats()["requests"], sim_b.stats()["requests"]) == (20, 20)
 
 
-def _opened(step: TeacherStep, ctx: DictContext) -> TeacherStep:
+def _opened(step: TextGenerationStep, ctx: DictContext) -> TextGenerationStep:
     step.open(ctx)
     return step
 
@@ -357,3 +333,116 @@ def test_lognormal_slow_rows_do_not_hold_the_others(tmp_path: Path, seeds: Path)
     # While the slowest request ran, several batches' worth of other rows completed: a batch-wise
     # teacher (distilabel's) would have finished none of its batch's rows behind it.
     assert overtaken >= 2 * limit
+
+
+def test_the_anthropic_client_against_the_messages_route(tmp_path: Path, seeds: Path) -> None:
+    config = SimConfig(
+        seeds_path=seeds, api_key="sk-ant-test", fault_rate=0.2, fault_weights={"rate_limit": 1.0}
+    )
+    with sim_process(tmp_path, config) as sim:
+        step = TextGenerationStep(
+            template=TEMPLATE,
+            llm={
+                "provider": "anthropic",
+                "base_url": sim.root,
+                "model": "claude-sim",
+                "api_key_env": "SIM_ANTHROPIC_KEY",
+                "backoff_base_s": 0.01,
+            },
+        )
+        os.environ["SIM_ANTHROPIC_KEY"] = "sk-ant-test"
+        try:
+            step.open(DictContext())
+            rows = _rows(30)
+            out = asyncio.run(_run(step, rows))
+        finally:
+            del os.environ["SIM_ANTHROPIC_KEY"]
+        stats = sim.stats()
+    book = AnswerBook.load(seeds)
+    for row, result in zip(rows, out, strict=True):
+        assert isinstance(result, dict), result
+        assert result["generation"] == book.answer(PROMPT.format_map(row), config.seed, StyleMix())[0]
+        assert result["teacher_model"] == "claude-sim"
+        assert result["prompt_tokens"] > 0 and result["completion_tokens"] > 0
+    # every request went to /v1/messages, the 429s were retried, the key was accepted
+    assert stats["routes"] == {"anthropic": stats["requests"]}
+    assert stats["outcomes"]["ok"] == 30 and stats["outcomes"]["rate_limit"] > 0
+    assert "unauthorized" not in stats["outcomes"]
+
+
+def test_two_endpoints_with_their_own_keys_and_a_wrong_key(
+    tmp_path: Path, seeds: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEY_A", "sk-a")
+    monkeypatch.setenv("KEY_B", "sk-b")
+    with (
+        sim_process(tmp_path, SimConfig(seeds_path=seeds, api_key="sk-a")) as sim_a,
+        sim_process(tmp_path, SimConfig(seeds_path=seeds, api_key="sk-b")) as sim_b,
+    ):
+        on_a = TeacherStep(model="sim-key-a", base_url=sim_a.base_url, api_key_env="KEY_A")
+        on_b = TeacherStep(model="sim-key-b", base_url=sim_b.base_url, api_key_env="KEY_B", max_concurrency=4)
+        out_a = asyncio.run(_run(on_a, _rows(10)))
+        out_b = asyncio.run(_run(on_b, _rows(10)))
+        wrong = TeacherStep(model="sim-key-wrong", base_url=sim_b.base_url, api_key_env="KEY_A")
+        rejected = asyncio.run(_run(wrong, _rows(3)))
+        stats_a, stats_b = sim_a.stats(), sim_b.stats()
+    assert all(isinstance(r, dict) for r in [*out_a, *out_b])
+    assert stats_a["outcomes"] == {"ok": 10}
+    # the wrong key is refused per request, once per row (a 401 is not retried) and not an outage
+    assert stats_b["outcomes"] == {"ok": 10, "unauthorized": 3}
+    assert all(isinstance(r, GenerationFailed) and "HTTP 401" in str(r) for r in rejected)
+    assert not wrong.machinery.health.down
+
+
+def test_num_generations_makes_children_that_sampling_tells_apart(tmp_path: Path) -> None:
+    with sim_process(tmp_path, SimConfig()) as sim:
+        step = TextGenerationStep(
+            template="{{ instruction }}",
+            num_generations=3,
+            llm={"base_url": sim.base_url, "model": "sim-n", "generation_kwargs": {"temperature": 0.8}},
+        )
+        ctx = DictContext()
+        step.open(ctx)
+        row = {"sample_id": "p1", "instruction": "Describe the water cycle."}
+        out = asyncio.run(_run(step, [row]))[0]
+        again = asyncio.run(_run(step, [row]))[0]  # from the cache: the same three answers
+        stats = sim.stats()
+    assert isinstance(out, list) and isinstance(again, list)
+    assert [c["sample_id"] for c in out] == ["p1:0", "p1:1", "p1:2"]
+    assert {(c["parent_id"], c["generation_count"]) for c in out} == {("p1", 3)}
+    assert [c["generation_index"] for c in out] == [0, 1, 2]
+    assert len({c["generation"] for c in out}) == 3  # temperature 0.8: three different answers
+    assert [c["generation"] for c in again] == [c["generation"] for c in out]
+    assert all(c["teacher_cached"] for c in again)
+    assert stats["requests"] == 3 and stats["kinds"] == {"generic": 3}
+
+
+def test_an_outage_is_waited_out_and_no_row_fails(tmp_path: Path, seeds: Path) -> None:
+    """A closed port: rows wait (the step reports why it holds), then the simulator starts on that
+    port and every row is answered, none failed, although each row may retry only once."""
+    port = free_port()
+    step = TeacherStep(
+        model="sim-outage", base_url=f"http://127.0.0.1:{port}/v1", max_retries=1, probe_every_s=0.2
+    )
+    reasons: list[str | None] = []
+    holder: dict[str, Sim] = {}
+
+    async def scenario() -> list[Row | BaseException | None]:
+        task = asyncio.ensure_future(_run(step, _rows(20)))
+        while step.ready() is None:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+        reasons.append(step.ready())
+        holder["sim"] = await asyncio.to_thread(start_sim, tmp_path, SimConfig(seeds_path=seeds), port)
+        return await task
+
+    try:
+        out = asyncio.run(scenario())
+        stats = holder["sim"].stats()
+    finally:
+        if "sim" in holder:
+            stop_sim(holder["sim"])
+    assert reasons[0] is not None and "unreachable (connection refused) for" in reasons[0]
+    assert all(isinstance(r, dict) for r in out), [r for r in out if not isinstance(r, dict)]
+    assert step.ready() is None and step.machinery.health.outages == 1
+    assert stats["outcomes"] == {"ok": 20}

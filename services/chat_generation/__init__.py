@@ -1,0 +1,1 @@
+"""chat_generation: the next assistant turn of a multi-turn conversation."""

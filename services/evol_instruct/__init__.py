@@ -1,0 +1,1 @@
+"""evol_instruct: instructions made more complex, round by round (WizardLM)."""

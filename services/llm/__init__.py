@@ -1,0 +1,2 @@
+"""LLM clients (OpenAI-compatible, Anthropic Messages), the machinery every LLM step shares, and
+the base of LLM steps."""

@@ -1,0 +1,1 @@
+"""llm_judge: an LLM rates a response on a rubric, or ranks candidates."""

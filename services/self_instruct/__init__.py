@@ -1,0 +1,1 @@
+"""self_instruct: new instructions generated from a context (Self-Instruct)."""

@@ -1,0 +1,1 @@
+"""structured_generation: JSON answers validated against a JSON schema."""

@@ -1,0 +1,1 @@
+"""text_generation: one prompt template, one or more generations per row."""
