@@ -548,7 +548,7 @@ def up(
     from fastdistill.dev import local_broker
     from fastdistill.local_stack import LocalStack
     from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
-    from fastdistill.runs import run_dir, wait_for_release
+    from fastdistill.runs import release_summary, run_dir, wait_for_release
 
     # SIGTERM (a supervisor, `kill`) ends this like Ctrl-C: through the cleanup below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
@@ -613,9 +613,8 @@ def up(
             console.print(f"[red]{exc}[/]; logs in {workdir}/logs", soft_wrap=True)
             raise typer.Exit(EXIT_SERVICE_DIED) from None
         console.print_json(data=result)
-        if not result.get("released"):
-            failures = (result.get("gate") or {}).get("failures") or []
-            console.print(f"[red]run {run_id} rejected:[/] {'; '.join(failures) or 'see REJECTED.json'}")
+        for line in release_summary(result):
+            console.print(line, style=None if result.get("released") else "red", soft_wrap=True, markup=False)
         console.print(f"report: {run_dir(spec, run_id) / 'reports' / 'report.html'}")
         if prometheus is not None:
             # The run may end between two scrapes: wait for one more, so that Prometheus (its data

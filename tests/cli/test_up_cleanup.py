@@ -11,6 +11,7 @@ are what it left behind.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -82,10 +83,15 @@ def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
         if rejected:
             assert done.returncode == 1, done.stderr[-3000:]
             assert '"released": false' in done.stdout + done.stderr
-            assert "rejected: total " in done.stderr and " < min_total 1000.0000" in done.stderr
+            assert "REJECTED by the quality gates" in done.stderr
+            assert "gate: total " in done.stderr and " < min_total 1000.0000" in done.stderr
         else:
             assert done.returncode == 0, done.stderr[-3000:]
             assert '"released": true' in done.stdout + done.stderr
+            # where the kept set is, and how many rows kept and rejected
+            assert re.search(r"\d+ rows kept in \S+/keep_by_score/; \d+ rejected in ", done.stderr), (
+                done.stderr[-2000:]
+            )
         return left()
 
     try:
