@@ -92,19 +92,23 @@ class CardContext:
 
 
 def teachers(steps: list[StepInfo]) -> list[dict[str, str]]:
-    """LLM steps (params with a `model`): their model and endpoint."""
+    """LLM steps (params with an `llm:` endpoint block): their model and endpoint, as far as the
+    sink can tell (a URL from the environment is the sink's view of it; keys never appear)."""
     out = []
     for step in steps:
-        if "model" not in step.params:
+        llm = step.params.get("llm")
+        if not isinstance(llm, dict):
             continue
-        base_url = step.params.get("base_url")
-        if base_url:
-            endpoint = clean_url(str(base_url))
-        elif os.environ.get("OPENAI_BASE_URL"):
-            endpoint = f"{clean_url(os.environ['OPENAI_BASE_URL'])} (OPENAI_BASE_URL, as the sink sees it)"
+        provider = str(llm.get("provider") or "openai")
+        # The built-in clients read <PROVIDER>_BASE_URL when the block names no URL.
+        env = llm.get("base_url_env") or f"{provider.upper()}_BASE_URL"
+        if llm.get("base_url"):
+            endpoint = clean_url(str(llm["base_url"]))
+        elif os.environ.get(env):
+            endpoint = f"{clean_url(os.environ[env])} ({env}, as the sink sees it)"
         else:
-            endpoint = "OPENAI_BASE_URL of the step's service"
-        out.append({"step": step.id, "model": str(step.params["model"]), "endpoint": endpoint})
+            endpoint = f"{env} of the step's service"
+        out.append({"step": step.id, "model": str(llm.get("model", "")), "endpoint": endpoint})
     return out
 
 

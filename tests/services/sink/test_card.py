@@ -23,8 +23,8 @@ SECRET = "sk-live-do-not-print"
 def _spec(**teacher: Any) -> PipelineSpec:
     raw = PipelineSpec.load(EXAMPLE).model_dump(mode="json", by_alias=True, exclude_unset=True)
     for step in raw["steps"]:
-        if step["step"] == "teacher":
-            step["params"] |= teacher
+        if step["id"] == "teacher":
+            step["params"]["llm"] |= teacher
     return PipelineSpec.model_validate(raw)
 
 
