@@ -413,10 +413,14 @@ def report(run_id: str, pipeline: PipelineOpt = None) -> None:
 
     spec = _spec(pipeline)
     state = run_states(spec).get(run_id)
-    if state is None or state.get("reports") is None:
-        console.print(f"[red]run {run_id!r} has no reports yet (status: {state and state['status']})[/]")
+    if state is None:
+        console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/] (`fastdistill status` lists the runs)")
         raise typer.Exit(1)
-    Console().print_json(data={"verdict": state["verdict"], **state["reports"]})
+    reports = state["reports"]
+    if reports is None:
+        console.print(f"[red]run {run_id!r} is {state['status']}: no reports before it is done[/]")
+        raise typer.Exit(1)
+    Console().print_json(data={"verdict": state["verdict"], **reports})
 
 
 @app.command()

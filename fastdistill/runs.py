@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastdistill.local_stack import LocalStack
+from services.coordinator.run_state import RunView
 from services.sink.release import GATE_REJECTED, REJECTED, RELEASED
 from shared.config import KafkaSettings
 from shared.kafka.state import read_compacted
@@ -75,7 +76,7 @@ def wait_for_release(
     raise TimeoutError(f"run {run_id} not finished after {timeout_s}s")
 
 
-def run_states(spec: PipelineSpec, kafka: KafkaSettings | None = None) -> dict[str, dict[str, Any]]:
+def run_states(spec: PipelineSpec, kafka: KafkaSettings | None = None) -> dict[str, RunView]:
     """Every run's latest state as the coordinator published it."""
     raw = read_compacted(kafka or KafkaSettings(), spec.runs_topic)
-    return {key: json.loads(value) for key, value in raw.items()}
+    return {key: cast(RunView, json.loads(value)) for key, value in raw.items()}

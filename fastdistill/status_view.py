@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from rich.console import Group
@@ -9,10 +10,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from services.coordinator.run_state import RunView, StageView
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
 
 
-def render_status(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Group:
+def render_status(spec: PipelineSpec, states: Mapping[str, RunView]) -> Group:
     tables = []
     for run_id, state in sorted(states.items()):
         table = Table(title=f"{spec.name} · {run_id} · {_verdict(state)}", expand=False)
@@ -22,9 +24,9 @@ def render_status(spec: PipelineSpec, states: dict[str, dict[str, Any]]) -> Grou
         # every later stage against what that first stage put out.
         stages = [stage for stage in spec.stages if stage in state["stages"]] or [SEEDS_STAGE]
         first = stages[0]
-        total = max(state["stages"].get(first, {}).get("rows_out", 0), 1)
+        total = max(state["stages"].get(first, StageView()).get("rows_out", 0), 1)
         for stage in stages:
-            info = state["stages"].get(stage, {})
+            info = state["stages"].get(stage, StageView())
             done = info.get("rows_out", 0) if stage == first else info.get("rows_in", 0)
             table.add_row(
                 stage,
@@ -52,7 +54,7 @@ def _early_stop(early: dict[str, Any] | None) -> str | None:
     )
 
 
-def _verdict(state: dict[str, Any]) -> str:
+def _verdict(state: RunView) -> str:
     verdict = state.get("verdict")
     status: str = state["status"]
     if status == "running" or verdict is None:

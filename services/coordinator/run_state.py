@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from services.coordinator.gates import GateConfigError, evaluate_gates, parse_gates
 from services.coordinator.layout import QualityLayout
@@ -41,6 +41,39 @@ SEED_DEAD_LETTER_STEP = "produce"
 #: Where the HTML report is written, relative to the run's folder (the sink links it from there).
 REPORT_HTML = "reports/report.html"
 _COUNTS = ("rows_in", "rows_out", "rows_dropped", "rows_errored", "rows_stopped", "batches")
+
+
+class StageView(TypedDict, total=False):
+    """One stage in a run's public state: the step's own counters (`_COUNTS`, from its progress
+    records; absent for the seeds stage, which has no step) and what the coordinator counted."""
+
+    rows_in: int
+    rows_out: int
+    rows_dropped: int
+    rows_errored: int
+    rows_stopped: int
+    batches: int
+    #: rows the coordinator read from the stage topic
+    rows_seen: int
+    drained_partitions: int
+    partitions: int | None
+
+
+class RunView(TypedDict):
+    """A run's public state, as the coordinator publishes it on the runs topic and `status`,
+    `report`, `replay` and the sink read it (its `snapshot` field, the restore state, aside)."""
+
+    run_id: str
+    status: str
+    started_ms: int | None
+    finished_ms: int | None
+    stages: dict[str, StageView]
+    dead_letters: dict[str, dict[str, int]]
+    replay: dict[str, str] | None
+    verdict: dict[str, Any] | None
+    early_stop: dict[str, Any] | None
+    reports: dict[str, Any] | None
+    report_html: str | None
 
 
 @dataclass
@@ -362,10 +395,19 @@ class RunState:
             **({"early_stop": early_stop} if early_stop is not None else {}),
         }
 
-    def public(self) -> dict[str, Any]:
-        stages: dict[str, dict[str, Any]] = {}
+    def public(self) -> RunView:
+        stages: dict[str, StageView] = {}
         for stage, state in self.stages.items():
-            info: dict[str, Any] = dict(state.progress.counts) if state.progress else {}
+            info = StageView()
+            if state.progress is not None:
+                counts = state.progress.counts
+                info = StageView(
+                    rows_in=counts["rows_in"],
+                    rows_dropped=counts["rows_dropped"],
+                    rows_errored=counts["rows_errored"],
+                    rows_stopped=counts["rows_stopped"],
+                    batches=counts["batches"],
+                )
             info["rows_out"] = self.rows_out()[stage]
             info["rows_seen"] = state.manifest.count
             info["drained_partitions"] = self._drained(state)
