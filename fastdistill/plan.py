@@ -311,7 +311,9 @@ def _check_step(
 
 def _error(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
-    return f"{where}: {error['msg']}" if where else str(error["msg"])
+    # pydantic's prefix of a validator's ValueError says nothing to whoever wrote the YAML.
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{where}: {message}" if where else message
 
 
 def _import(dotted: str) -> Any:

@@ -160,6 +160,15 @@ class LLMEndpoint(BaseModel):
         600.0, gt=0, description="down this long: rows fail with the reason instead of waiting; None: never"
     )
 
+    @field_validator("provider")
+    @classmethod
+    def _known_provider(cls, value: str) -> str:
+        # By name only (no client is imported): a misspelt or uninstalled provider fails when the
+        # pipeline loads (`fastdistill validate`), not when the step's service opens.
+        if value not in LLM_CLIENTS:
+            raise ValueError(f"unknown LLM client {value!r}; known: {', '.join(LLM_CLIENTS.names())}")
+        return value
+
     @field_validator("generation_kwargs")
     @classmethod
     def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,14 @@
 """The wheel, installed into a fresh virtual environment outside the source tree, runs the example.
 
 An editable install hides missing package data: here the Avro schemas, the local broker's
-pom/log4j/server template and the example's files must all come out of the wheel. The wheel is
-built from a copy of the source tree (no stale `build/`, nothing written into the checkout),
-the venv gets it and its declared dependencies only, and every command runs from a temporary
-folder with no variable pointing back at the checkout.
+pom/log4j/server template and the example's files must all come out of the wheel. The wheel
+(tests/packaging/venvs.py) goes into a venv with its declared dependencies only, and every
+command runs from a temporary folder with no variable pointing back at the checkout.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,52 +21,18 @@ from fastdistill.dev.teacher_sim.server import SimConfig
 from fastdistill.local_stack import free_port_pair
 from shared.pipeline import PipelineSpec
 from tests.e2e.expected import compute
+from tests.packaging.venvs import REPO, install, new_venv, outside_env, run
 
 pytestmark = pytest.mark.kafka
 
-REPO = Path(__file__).resolve().parents[2]
-# Never copied into the build: environments, caches, outputs, and what a previous build left.
-NOT_SOURCE = shutil.ignore_patterns(
-    ".git", ".venv", ".cache", "out", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
-)
-
-
-def _run(
-    argv: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}:\n{done.stderr[-4000:]}"
-    return done
-
 
 @pytest.fixture(scope="module")
-def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("wheel")
-    source = root / "source"
-    shutil.copytree(REPO, source, symlinks=True, ignore=NOT_SOURCE)
-    # Offline, with this venv's setuptools (the build-system requirements are dev dependencies).
-    pip = [sys.executable, "-m", "pip"]
-    _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(root / "dist"), "."], source)
-    (wheel,) = (root / "dist").glob("fastdistill-*.whl")
-    venv = root / "venv"
-    # No pip of its own: this one installs into it (the venv's own pip would only cost time). The
-    # bytecode is compiled here, once, not by each of the dozen services importing it at startup.
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], root)
-    _run([*pip, "--python", str(venv / "bin" / "python"), "install", "-q", str(wheel)], root)
+def venv(project_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = new_venv(tmp_path_factory.mktemp("wheel-venv") / "venv")
+    # The wheel and its declared dependencies only. The bytecode is compiled here, once, not by
+    # each of the dozen services importing it at startup.
+    install(venv, str(project_wheel))
     return venv
-
-
-def _env(venv: Path, home: Path, **extra: str) -> dict[str, str]:
-    """The machine's environment less anything that could point at the checkout or configure a service."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-        and not k.startswith(("FD_", "KAFKA_", "OPENAI_", "SCHEMA_REGISTRY_"))
-    }
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["XDG_CACHE_HOME"] = str(home / "xdg-cache")
-    return env | extra
 
 
 def test_nothing_resolves_to_the_checkout(venv: Path, tmp_path: Path) -> None:
@@ -79,7 +40,7 @@ def test_nothing_resolves_to_the_checkout(venv: Path, tmp_path: Path) -> None:
         "import json, fastdistill, schemas, services, shared\n"
         "print(json.dumps([m.__file__ for m in (fastdistill, schemas, services, shared)]))"
     )
-    done = _run([str(venv / "bin" / "python"), "-c", code], tmp_path, _env(venv, tmp_path))
+    done = run([str(venv / "bin" / "python"), "-c", code], tmp_path, outside_env(venv, tmp_path))
     for path in json.loads(done.stdout):
         assert Path(path).is_relative_to(venv) and not Path(path).is_relative_to(REPO), path
 
@@ -87,9 +48,9 @@ def test_nothing_resolves_to_the_checkout(venv: Path, tmp_path: Path) -> None:
 def test_the_example_runs_from_the_wheel_and_is_released(
     venv: Path, tmp_path: Path, kafka_bootstrap: str
 ) -> None:
-    env = _env(venv, tmp_path, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
+    env = outside_env(venv, tmp_path, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     fastdistill = str(venv / "bin" / "fastdistill")
-    _run([fastdistill, "example", "text2sql", "work"], tmp_path, env)
+    run([fastdistill, "example", "text2sql", "work"], tmp_path, env)
     work = tmp_path / "work"
     example = work / "examples" / "text2sql"
     assert sorted(p.name for p in example.iterdir()) == ["pipeline.yaml", "seeds.jsonl", "shop.sqlite"]
@@ -102,7 +63,7 @@ def test_the_example_runs_from_the_wheel_and_is_released(
 
     # The README's command, run where `fastdistill example` put the files (the default pipeline).
     up = [fastdistill, "up", "--seeds", "examples/text2sql/seeds.jsonl", "--exit-when-done"]
-    _run([*up, "--prometheus-port", "0", "--timeout-s", "300"], work, env, timeout=420)
+    run([*up, "--prometheus-port", "0", "--timeout-s", "300"], work, env, timeout=420)
 
     spec = PipelineSpec.load(example / "pipeline.yaml")
     (status,) = (work / spec.sink.output_dir / spec.name).glob("*/RE*ED.json")
@@ -128,10 +89,10 @@ def test_the_local_broker_starts_from_the_wheel(venv: Path, tmp_path: Path) -> N
     cache.mkdir(parents=True)
     (cache / "lib").symlink_to(local_broker.ensure_jars())
     port = free_port_pair()
-    env = _env(venv, tmp_path)
+    env = outside_env(venv, tmp_path)
     fastdistill = str(venv / "bin" / "fastdistill")
     try:
-        up = _run([fastdistill, "dev", "broker", "up", "--port", str(port)], tmp_path, env, timeout=180)
+        up = run([fastdistill, "dev", "broker", "up", "--port", str(port)], tmp_path, env, timeout=180)
         assert up.stdout.strip() == f"127.0.0.1:{port}"
         assert local_broker.answers(port)
         data = cache / f"data-{port}"
@@ -141,5 +102,5 @@ def test_the_local_broker_starts_from_the_wheel(venv: Path, tmp_path: Path) -> N
         (log4j,) = venv.glob("lib/python*/site-packages/fastdistill/dev/broker/log4j2.properties")
         assert f"-Dlog4j2.configurationFile={log4j}" in cmdline
     finally:
-        _run([fastdistill, "dev", "broker", "down", "--port", str(port)], tmp_path, env, timeout=120)
+        run([fastdistill, "dev", "broker", "down", "--port", str(port)], tmp_path, env, timeout=120)
     assert not local_broker.answers(port)

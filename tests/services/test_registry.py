@@ -155,3 +155,25 @@ def test_outputs_and_schema_must_agree_both_ways() -> None:
 def test_reserved_step_ids_are_refused(reserved: str) -> None:
     with pytest.raises(ValueError, match=f"step id {reserved!r} is reserved"):
         PipelineSpec.model_validate({"name": "p", "steps": [{"id": reserved, "step": "score"}]})
+
+
+def test_an_llm_provider_is_checked_by_name_when_the_pipeline_loads() -> None:
+    from fastdistill.plan import PipelinePlan, PlanError
+    from shared.llm import LLM_CLIENTS
+
+    def pipeline(provider: str) -> PipelineSpec:
+        llm = {"provider": provider}
+        return PipelineSpec.model_validate(
+            {"name": "p", "steps": [{"id": "t", "step": "text_generation", "params": {"llm": llm}}]}
+        )
+
+    # Found by `fastdistill validate`, not when the step's service opens and builds its client.
+    with pytest.raises(PlanError) as caught:
+        PipelinePlan.build(pipeline("opena1"))
+    (problem,) = caught.value.problems
+    expected = "step 't' (text_generation): llm.provider: unknown LLM client 'opena1'; known: "
+    assert problem.startswith(expected)
+    assert "anthropic" in problem and "openai" in problem
+    # A client registered by decorator is known as well as one by entry point.
+    LLM_CLIENTS.add("tests_decorated_client", LLM_CLIENTS.get("openai"))
+    PipelinePlan.build(pipeline("tests_decorated_client"))
