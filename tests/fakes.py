@@ -15,6 +15,12 @@ class DictStore:
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
 
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
+
 
 class DictContext:
     """Records how each store was asked for, so tests can check durability and scope."""
