@@ -85,7 +85,9 @@ class FakeBatchAPI:
             prompt = line["body"]["messages"][-1]["content"]
             if prompt in self.failing:
                 body = {"error": {"message": "overloaded"}}
-                errors.append({"custom_id": line["custom_id"], "response": {"status_code": 500, "body": body}})
+                errors.append(
+                    {"custom_id": line["custom_id"], "response": {"status_code": 500, "body": body}}
+                )
                 continue
             completion = {
                 "model": self.model,
