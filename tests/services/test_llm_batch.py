@@ -185,7 +185,7 @@ def test_a_job_recorded_without_its_batch_id_is_found_by_its_metadata() -> None:
     the `fd_job` metadata, never created twice."""
     api = FakeBatchAPI()
     file_id = asyncio.run(api.upload(jsonl([api.line("k0", _body("p0"))])))
-    batch_id = asyncio.run(api.create(file_id, "24h", {"fd_job": "j2"}))
+    asyncio.run(api.create(file_id, "24h", {"fd_job": "j2"}))
     api.calls.clear()
     store = DictStore()
     store.put(PREFIX + "j2", Job("j2", ["k0"], file_id).encode())
