@@ -41,6 +41,9 @@ class _Store:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        return True
+
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
 

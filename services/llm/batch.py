@@ -209,6 +209,7 @@ class Batcher:
                 if lines is None:
                     self._requeue(job)  # recorded, never uploaded: its rows go in a new job
                     return False
+                await self._durable()
                 job.file_id = await self._call(lambda: self.api.upload(jsonl(lines)))
                 self._save(job)
             job.batch_id = await self._create(job)
@@ -288,6 +289,13 @@ class Batcher:
 
     async def _content(self, file_id: str) -> bytes:
         return await self._call(lambda: self.api.content(file_id))
+
+    async def _durable(self) -> None:
+        """The job's record stored before anything is paid for: a kill from here on finds it (an
+        immediate write sits in the producer's queue for a while, longer on its first use)."""
+        while not await asyncio.to_thread(self.store.flush):
+            log.warning("the batch job store did not confirm its write: waiting before submitting")
+            await self.sleep(self.settings.poll_every_s)
 
     def _save(self, job: Job) -> None:
         self.store.put(PREFIX + job.local_id, job.encode())

@@ -704,3 +704,15 @@ def test_rows_held_by_a_step_for_long_are_backpressure_not_a_stall() -> None:
     assert seen["buffered_max"] == health["buffered_rows"] == health["in_flight"] == 40
     assert seen["out"] == 0 and seen["paused"] == PARTITIONS
     assert sorted(r["source_index"] for r in h.out_rows()) == list(range(120))
+
+
+def test_a_durable_store_flushes_through_the_transport_and_a_transactional_one_waits_for_none() -> None:
+    """The hook batch mode needs: a job is recorded before it is paid for (Step StateStore.flush)."""
+    h = Harness("tests.runtime.steps:Shout")
+    durable = h.runner.state_store("jobs", durable_immediately=True, scope="global")
+    durable.put("job|1", b"{}")
+    assert durable.flush(1.0) is True and h.transport.flushes == 1
+    assert h.broker.values(durable.topic) == [b"{}"]
+    transactional = h.runner.state_store("keys")
+    transactional.put("k", b"1")
+    assert transactional.flush(1.0) is True and h.transport.flushes == 1

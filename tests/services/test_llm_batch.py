@@ -138,6 +138,20 @@ def test_rows_are_grouped_into_jobs_and_joined_back_by_custom_id() -> None:
     assert store.data == {}  # jobs done: their records deleted
 
 
+def test_a_job_is_recorded_and_its_record_stored_before_anything_is_paid_for() -> None:
+    api = FakeBatchAPI()
+
+    class Recording(DictStore):
+        def flush(self, timeout_s: float = 10.0) -> bool:
+            api.calls.append(f"flush {sorted(self.data)}")
+            return super().flush(timeout_s)
+
+    store = Recording()
+    asyncio.run(_batcher(api, store, {}).answer("k0", _body("p0")))
+    (job,) = [c for c in api.calls if c.startswith("flush")]
+    assert job.startswith("flush ['job|") and api.calls.index(job) < api.calls.index("upload")
+
+
 def test_rows_asking_the_same_share_one_line() -> None:
     api, store, cached = FakeBatchAPI(), DictStore(), {}
     b = _batcher(api, store, cached)
