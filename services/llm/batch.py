@@ -214,6 +214,7 @@ class Batcher:
                 self._save(job)
             job.batch_id = await self._create(job)
         self._save(job)
+        await self._durable()  # spares a restart the look-up by metadata
         self.observer.on_job("submitted" if lines is not None else "recovered")
         log.info("batch %s submitted for job %s: %d rows", job.batch_id, job.local_id, len(job.keys))
         return True
