@@ -148,8 +148,8 @@ def test_a_job_is_recorded_and_its_record_stored_before_anything_is_paid_for() -
 
     store = Recording()
     asyncio.run(_batcher(api, store, {}).answer("k0", _body("p0")))
-    (job,) = [c for c in api.calls if c.startswith("flush")]
-    assert job.startswith("flush ['job|") and api.calls.index(job) < api.calls.index("upload")
+    first = next(c for c in api.calls if c.startswith("flush"))
+    assert first.startswith("flush ['job|") and api.calls.index(first) < api.calls.index("upload")
 
 
 def test_rows_asking_the_same_share_one_line() -> None:
