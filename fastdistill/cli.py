@@ -339,9 +339,12 @@ def teacher_sim(
     ] = None,
     judge_malformed_rate: Annotated[float, typer.Option(help="share of unreadable judge answers")] = 0.1,
     json_invalid_rate: Annotated[float, typer.Option(help="share of answers breaking a JSON schema")] = 0.2,
+    batch_delay_s: Annotated[float, typer.Option(help="Batch API: seconds until a batch completes")] = 2.0,
+    batch_failure_rate: Annotated[float, typer.Option(help="Batch API: share of rows failed")] = 0.0,
 ) -> None:
     """A teacher simulator: OpenAI-compatible and Anthropic Messages routes, seeded answers for any
-    prompt (text-to-SQL from the answer book, judges, JSON schemas, Self-/Evol-Instruct)."""
+    prompt (text-to-SQL from the answer book, judges, JSON schemas, Self-/Evol-Instruct), and the
+    Batch API (/v1/files, /v1/batches)."""
     from fastdistill.dev.teacher_sim.server import SimConfig, run
 
     config = SimConfig(
@@ -352,6 +355,8 @@ def teacher_sim(
         api_key=api_key,
         judge_malformed_rate=judge_malformed_rate,
         json_invalid_rate=json_invalid_rate,
+        batch_delay_s=batch_delay_s,
+        batch_failure_rate=batch_failure_rate,
     )
     run(host, port, config)
 

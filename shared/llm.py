@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -118,6 +118,25 @@ class LLMClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+class BatchSettings(BaseModel):
+    """`llm.batch:` how rows are grouped into Batch API jobs when `llm.mode` is `batch`
+    (services/llm/batch.py). All operational: a row answered in a batch is the same generation,
+    under the same cache key, as one answered online."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_rows: int = Field(1000, ge=1, le=50_000, description="rows per job (the Batch API takes 50,000)")
+    window_s: float = Field(
+        30.0, gt=0, description="a job is submitted this long after its first row, if not full before"
+    )
+    max_jobs: int = Field(2, ge=1, description="jobs in flight at once (rows held: max_rows x max_jobs)")
+    poll_every_s: float = Field(30.0, gt=0, description="how often a running job's status is asked")
+    completion_window: str = "24h"
+    on_row_failure: Literal["online", "dead_letter"] = Field(
+        "online", description="a row the job failed: asked again online, or dead-lettered"
+    )
+
+
 class LLMEndpoint(BaseModel):
     """`llm:` of an LLM step: which endpoint, which model, which key, how hard to push it.
 
@@ -135,6 +154,10 @@ class LLMEndpoint(BaseModel):
     #: the env var holding the base URL, when a deployment (not the pipeline) decides it
     base_url_env: str | None = None
     model: str = "teacher-sim"
+    mode: Literal["online", "batch"] = operational(
+        "online", description="batch: rows go out in Batch API jobs (half price, hours of latency)"
+    )
+    batch: BatchSettings = operational(default_factory=BatchSettings)
     #: decode settings every request carries (a row's own profile, where a step reads one, wins)
     generation_kwargs: dict[str, Any] = Field(default_factory=dict)
     api_key_env: str | None = operational(

@@ -85,6 +85,11 @@ class StateStore(Protocol):
         """(key, value) under `prefix`, sorted by key."""
         ...
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """A `durable_immediately` store: block until its writes so far are stored (before
+        spending money that only they record); False if not within `timeout_s`."""
+        ...
+
 
 class StepContext(Protocol):
     """What the runtime offers a step when it opens."""

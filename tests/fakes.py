@@ -8,12 +8,23 @@ from typing import Literal
 class DictStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
+        self.flushes = 0
 
     def get(self, key: str) -> bytes | None:
         return self.data.get(key)
 
     def put(self, key: str, value: bytes) -> None:
         self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        self.flushes += 1
+        return True
+
+    def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self.data.items() if k.startswith(prefix))
 
 
 class DictContext:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 
 from services.llm import metrics
+from services.llm.batch import JOB_STORE, Batcher, BatchRowFailed, Observer
+from services.llm.batch_api import BatchAPI
 from services.llm.health import EndpointHealth
 from services.llm.limiter import AimdLimiter
 from shared.llm import (
@@ -75,6 +77,8 @@ class LLMMachinery:
         self._ctx: StepContext | None = None
         self._labels: dict[str, str] | None = None
         self._health: EndpointHealth | None = None
+        #: batch mode's job manager (None online)
+        self.batcher: Batcher | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
     def open(self, ctx: StepContext) -> None:
@@ -83,6 +87,17 @@ class LLMMachinery:
         self._ctx = ctx
         self.cache = ctx.state_store(CACHE_STORE, durable_immediately=True, scope="global")
         _ = self.client
+        if self.settings.mode == "batch":
+            # Jobs are paid for when submitted: their records are written at once, like the cache.
+            jobs = ctx.state_store(JOB_STORE, durable_immediately=True, scope="global")
+            self.batcher = Batcher(
+                self.settings.batch,
+                batch_api(self.client),
+                jobs,
+                self._remember_batched,
+                self.settings.model,
+                self._batch_observer(),
+            )
 
     @property
     def client(self) -> LLMClient:
@@ -113,6 +128,8 @@ class LLMMachinery:
         return self._health
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         if self._health is not None:
             self._health.close()
 
@@ -141,6 +158,10 @@ class LLMMachinery:
             if cached is not None:
                 metrics.CACHE_HITS.labels(**self.labels).inc()
                 return Generation(cached, cached=True, latency_ms=0.0, key=key)
+        if self.batcher is not None:
+            batched = await self._batched(request, key)
+            if batched is not None:
+                return batched
         spent: list[float] = []
         response = await self._with_retries(request, spent)
         generation = Generation(response, cached=False, latency_ms=sum(spent) * 1000, key=key)
@@ -155,6 +176,39 @@ class LLMMachinery:
         usage = {"prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens}
         value = {"generation": r.text, "model": r.model, "usage": usage}
         self.cache.put(generation.key, json.dumps(value).encode())
+
+    # -- batch mode ------------------------------------------------------------------------------
+    async def _batched(self, request: LLMRequest, key: str) -> Generation | None:
+        """The answer of the row's batch job (already in the cache), or None when the job failed
+        the row and `on_row_failure: online` asks for it online."""
+        assert self.batcher is not None
+        started = time.perf_counter()
+        try:
+            response = await self.batcher.answer(key, self.client.body(request))
+        except BatchRowFailed as exc:
+            if self.settings.batch.on_row_failure == "dead_letter":
+                raise GenerationFailed(str(exc)) from exc
+            log.debug("%s: asking online: %s", key, exc)
+            return None
+        return Generation(response, cached=False, latency_ms=(time.perf_counter() - started) * 1000, key=key)
+
+    def _remember_batched(self, key: str, response: LLMResponse) -> None:
+        for kind, count in (("prompt", response.prompt_tokens), ("completion", response.completion_tokens)):
+            if count:
+                metrics.TOKENS.labels(**self.labels, kind=kind).inc(count)
+        self.remember(Generation(response, cached=False, latency_ms=0.0, key=key))
+
+    def _batch_observer(self) -> Observer:
+        def job(event: str) -> None:
+            metrics.BATCH_JOBS.labels(**self.labels, event=event).inc()
+
+        def rows(outcome: str, n: int) -> None:
+            metrics.BATCH_ROWS.labels(**self.labels, outcome=outcome).inc(n)
+
+        def waiting(n: int) -> None:
+            metrics.BATCH_ROWS_WAITING.labels(**self.labels).set(n)
+
+        return Observer(job, rows, waiting)
 
     def _cache_get(self, key: str) -> LLMResponse | None:
         if self.cache is None:
@@ -235,3 +289,16 @@ class LLMMachinery:
             if count:
                 metrics.TOKENS.labels(**labels, kind=kind).inc(count)
         return response
+
+
+def batch_api(client: LLMClient) -> BatchAPI:
+    """The Batch API of `client`'s endpoint: the client itself if it is one, else what its
+    `batch_api()` gives (the OpenAI-compatible client's); other providers cannot run in batch mode."""
+    if isinstance(client, BatchAPI):
+        return client
+    make = getattr(client, "batch_api", None)
+    if callable(make):
+        api = make()
+        if isinstance(api, BatchAPI):
+            return api
+    raise ValueError(f"llm.mode batch: the {type(client).__name__} endpoint has no Batch API here")

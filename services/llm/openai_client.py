@@ -9,7 +9,7 @@ retries, so that every attempt is counted and an outage is told from a row's fai
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx2
 import openai
@@ -28,6 +28,9 @@ from shared.llm import (
     ServerFailure,
     Unreachable,
 )
+
+if TYPE_CHECKING:
+    from services.llm.openai_batch import OpenAIBatchAPI
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 KEY_ENV = "OPENAI_API_KEY"
@@ -99,7 +102,7 @@ class OpenAIClient:
         except openai.APIConnectionError as exc:
             raise Unreachable(connection_cause(exc)) from exc
         except openai.APIStatusError as exc:
-            raise _status_error(exc.status_code, exc.message) from exc
+            raise status_error(exc.status_code, exc.message) from exc
         except (ValueError, openai.APIResponseValidationError, pydantic.ValidationError) as exc:
             # json.JSONDecodeError is a ValueError: a body cut short arrives as one.
             raise Retryable(f"malformed response: {type(exc).__name__}: {exc}", "malformed") from exc
@@ -125,6 +128,12 @@ class OpenAIClient:
             finish_reason=choice.finish_reason,
         )
 
+    def batch_api(self) -> OpenAIBatchAPI:
+        """The endpoint's Batch API (`llm.mode: batch`), on this client's connection."""
+        from services.llm.openai_batch import OpenAIBatchAPI
+
+        return OpenAIBatchAPI(self)
+
     async def probe(self) -> None:
         """GET /models: any answer below 500 means the server is there (even a 401 or a 404)."""
         try:
@@ -142,7 +151,7 @@ class OpenAIClient:
         self._loop = None
 
 
-def _status_error(status: int, message: str) -> Exception:
+def status_error(status: int, message: str) -> Exception:
     if status >= 500:
         return ServerFailure(f"HTTP {status}: {message}")
     if status == 408:

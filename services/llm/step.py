@@ -57,7 +57,12 @@ class LLMStep(AsyncStep[LP]):
         await self.machinery.aclose()
 
     def concurrency(self) -> int:
-        return self.params.llm.max_concurrency
+        llm = self.params.llm
+        if llm.mode == "batch":
+            # A row waits in its job: as many in flight as the jobs in flight hold (the HTTP
+            # concurrency of online fallbacks is still the limiter's max_concurrency).
+            return llm.batch.max_rows * llm.batch.max_jobs
+        return llm.max_concurrency
 
     def ready(self) -> str | None:
         return self.machinery.ready()

@@ -60,6 +60,9 @@ class KafkaTransport:
             self._immediate = clients.producer(self.kafka)
         clients.produce(self._immediate, record.topic, record.value, record.key, record.partition)
 
+    def flush_now(self, timeout_s: float) -> bool:
+        return self._immediate is None or self._immediate.flush(timeout_s) == 0
+
     def rewind(self) -> None:
         consumer = self.group.consumer
         assignment = consumer.assignment()

@@ -188,6 +188,7 @@ class StepRunner:
                 topic,
                 durable_immediately=durable_immediately,
                 write_now=self.transport.produce_now,
+                flush_now=self.transport.flush_now,
                 per_run=scope == "run",
             )
             store.reload(self.state)

@@ -40,11 +40,13 @@ class StateStore:
         durable_immediately: bool,
         write_now: Callable[[OutputRecord], None],
         per_run: bool = True,
+        flush_now: Callable[[float], bool] | None = None,
     ) -> None:
         self.topic = topic
         self.durable_immediately = durable_immediately
         self.per_run = per_run
         self._write_now = write_now
+        self._flush_now = flush_now
         self.data: dict[str, bytes] = {}
         self._pending: list[OutputRecord] = []
 
@@ -72,6 +74,13 @@ class StateStore:
             self._write_now(record)
         else:
             self._pending.append(record)
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Immediate writes: wait until they are stored (False if not within `timeout_s`).
+        Transactional writes are stored with the next transaction: nothing to wait for here."""
+        if not self.durable_immediately or self._flush_now is None:
+            return True
+        return self._flush_now(timeout_s)
 
     def scan(self, prefix: str = "") -> list[tuple[str, bytes]]:
         """(key, value) of the current run's keys (every key for a global store) under `prefix`,

@@ -94,6 +94,9 @@ class Transport(Protocol):
     def produce_now(self, record: OutputRecord) -> None:
         """Write outside any transaction, as soon as possible (work already paid for)."""
 
+    def flush_now(self, timeout_s: float) -> bool:
+        """Wait until every `produce_now` write so far is stored; False if not within timeout_s."""
+
     def rewind(self) -> None:
         """Seek every assigned partition back to its committed offset."""
 

@@ -73,6 +73,8 @@ class MemoryTransport:
         self.positions: dict[TopicPartition, int] = {}
         #: librdkafka's flags: kept per partition whether it is assigned or not
         self.paused: set[TopicPartition] = set()
+        #: calls of flush_now (a step waiting for its immediate writes to be stored)
+        self.flushes = 0
         self.events: list[Callable[[], None]] = []
         #: the next N transactions abort (nothing lands) / the next one is fatal
         self.abort_next = 0
@@ -155,6 +157,10 @@ class MemoryTransport:
 
     def produce_now(self, record: OutputRecord) -> None:
         self.broker.append(record.topic, record.partition, record.key, record.value)
+
+    def flush_now(self, timeout_s: float) -> bool:
+        self.flushes += 1  # produce_now appends at once: stored already
+        return True
 
     def rewind(self) -> None:
         for tp in self.assigned:

@@ -205,3 +205,22 @@ def pick_branch(row: Row) -> list[str]:
     if index % 10 == 0:
         chosen.append("right")
     return chosen
+
+
+#: set to let Parked's rows go (a batch job completing); None: they wait
+PARKED: dict[str, bool] = {"released": False}
+
+
+class Parked(AsyncStep[StepParams]):
+    """Holds every row it takes until PARKED is released, as a batch-mode LLM step holds the rows
+    of a job in flight; takes up to 1,000 rows at once (its own concurrency, like a job's size)."""
+
+    name = "parked"
+
+    def concurrency(self) -> int:
+        return 1000
+
+    async def process_row_async(self, row: Row) -> Row | None:
+        while not PARKED["released"]:
+            await asyncio.sleep(0.005)
+        return row

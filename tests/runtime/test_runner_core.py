@@ -661,3 +661,58 @@ def test_rows_that_do_not_fit_the_schema_are_dead_lettered_not_a_crash_loop() ->
     assert {d["error_type"] for d in letters.values()} == {"SchemaViolation"}
     assert "more fields than the schema specifies: undeclared" in letters[1]["error_message"]
     assert h.totals()["rows_errored"] == 2
+
+
+def test_rows_held_by_a_step_for_long_are_backpressure_not_a_stall() -> None:
+    """A batch-mode LLM step holds the rows of a job in flight for as long as the job runs: the
+    runner takes no more than max_buffered_rows, pauses its input, and liveness calls no stall
+    however long the wait with readable input; once the job ends, every row goes through."""
+    h = Harness(
+        "tests.runtime.steps:Parked",
+        progress_stall_s=0.1,
+        lag_every_s=0.01,
+        pause_after_full_s=0.05,
+        max_buffered_rows=40,
+    )
+    steps.PARKED["released"] = False
+    for k in range(6):
+        h.batch("r", rows(20 * k, 20), k % PARTITIONS)
+    h.end("r")
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(
+            h.run_until(lambda: h.markers() == PARTITIONS * PARTITIONS, timeout_s=10)
+        )
+        await asyncio.sleep(0.6)  # six times the stall limit, input readable all along
+        seen["health"] = h.runner.health()
+        seen["stalled"] = h.runner.stalled(300)
+        seen["buffered_max"] = h.runner.buffered_max
+        seen["paused"] = len(h.transport.paused)
+        seen["out"] = len(h.out_rows())
+        seen["readable"] = sum((h.transport.lag(True) or {}).values())
+        steps.PARKED["released"] = True
+        await task
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        steps.PARKED["released"] = False
+    health = seen["health"]
+    assert seen["stalled"] is None and health["ok"] is True and health["stalled"] is None, health
+    assert seen["readable"] > 0  # records were readable all along, and it was not a stall
+    assert seen["buffered_max"] == health["buffered_rows"] == health["in_flight"] == 40
+    assert seen["out"] == 0 and seen["paused"] == PARTITIONS
+    assert sorted(r["source_index"] for r in h.out_rows()) == list(range(120))
+
+
+def test_a_durable_store_flushes_through_the_transport_and_a_transactional_one_waits_for_none() -> None:
+    """The hook batch mode needs: a job is recorded before it is paid for (Step StateStore.flush)."""
+    h = Harness("tests.runtime.steps:Shout")
+    durable = h.runner.state_store("jobs", durable_immediately=True, scope="global")
+    durable.put("job|1", b"{}")
+    assert durable.flush(1.0) is True and h.transport.flushes == 1
+    assert h.broker.values(durable.topic) == [b"{}"]
+    transactional = h.runner.state_store("keys")
+    transactional.put("k", b"1")
+    assert transactional.flush(1.0) is True and h.transport.flushes == 1

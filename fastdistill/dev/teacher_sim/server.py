@@ -50,6 +50,10 @@ class SimConfig(BaseModel):
     json_invalid_rate: float = Field(0.2, ge=0, le=1)
     #: the key every request must carry (None: no check); a dev simulator's, not a secret
     api_key: str | None = None
+    #: Batch API (batches.py): seconds from a batch's creation to its completion, and the share of
+    #: its rows answered with an error line (decided per custom_id: the same row fails again)
+    batch_delay_s: float = Field(2.0, ge=0)
+    batch_failure_rate: float = Field(0.0, ge=0, le=1)
 
     @field_validator("latency", mode="before")
     @classmethod
@@ -72,6 +76,14 @@ class SimStats:
         self.styles: collections.Counter[str] = collections.Counter()
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        #: answers billed, by request body (SHA-256 of its canonical JSON) and by route
+        self.billed: collections.Counter[str] = collections.Counter()
+        self.billed_by: collections.Counter[str] = collections.Counter()
+        #: the Batch API: calls by kind, rows by outcome, tokens billed in batches
+        self.batch_calls: collections.Counter[str] = collections.Counter()
+        self.batch_rows: collections.Counter[str] = collections.Counter()
+        self.batch_prompt_tokens = 0
+        self.batch_completion_tokens = 0
         #: answers served by kind of prompt (sql, rating, ranking, json, ...) and by route
         self.kinds: collections.Counter[str] = collections.Counter()
         self.routes: collections.Counter[str] = collections.Counter()
@@ -103,6 +115,11 @@ class SimStats:
         self.inflight -= 1
         self.outcomes[outcome] += 1
 
+    def bill(self, body: dict[str, Any], route: str) -> None:
+        """One answer paid for: `route` is online or batch."""
+        self.billed[body_hash(body)] += 1
+        self.billed_by[route] += 1
+
     def snapshot(self) -> dict[str, Any]:
         self._advance()
         wall = self._last - self.started_at
@@ -127,10 +144,24 @@ class SimStats:
             "inflight_area_s": self.inflight_area,
             "busy_s": self.busy_s,
             "uptime_s": wall,
+            # the same request body paid for more than once (0 unless asked again on purpose)
+            "rows_billed": dict(self.billed_by),
+            "rows_billed_twice": sum(1 for n in self.billed.values() if n > 1),
+            "batch": {
+                "calls": dict(self.batch_calls),
+                "rows": dict(self.batch_rows),
+                "prompt_tokens": self.batch_prompt_tokens,
+                "completion_tokens": self.batch_completion_tokens,
+            },
         }
 
 
-def _text_of(content: Any) -> str:
+def body_hash(body: dict[str, Any]) -> str:
+    blob = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # content parts: [{"type": "text", "text": ...}]
@@ -138,7 +169,9 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    status: int, message: str, kind: str, headers: dict[str, str] | None = None
+) -> web.Response:
     body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -171,7 +204,7 @@ class _Sim:
 
     def unauthorised(self) -> web.Response:
         self.stats.outcomes["unauthorized"] += 1
-        return _error(401, "invalid api key (simulated)", "authentication_error")
+        return error_response(401, "invalid api key (simulated)", "authentication_error")
 
     async def chat(self, request: web.Request) -> web.Response:
         return await self._serve(request, "openai")
@@ -187,7 +220,7 @@ class _Sim:
             messages = body["messages"]
             if not isinstance(messages, list) or not messages:
                 raise ValueError("messages must be a non-empty list")
-            texts = [_text_of(m.get("content")) for m in messages]
+            texts = [text_of(m.get("content")) for m in messages]
             users = [t for m, t in zip(messages, texts, strict=True) if m.get("role") == "user"]
             if shape == "anthropic":
                 if not isinstance(body.get("max_tokens"), int):
@@ -195,9 +228,9 @@ class _Sim:
                 if isinstance(body.get("system"), str):
                     texts.append(body["system"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            return _error(400, f"invalid request: {exc}", "invalid_request_error")
+            return error_response(400, f"invalid request: {exc}", "invalid_request_error")
         if not users:
-            return _error(400, "invalid request: no user message", "invalid_request_error")
+            return error_response(400, "invalid request: no user message", "invalid_request_error")
         prompt = users[-1]
         attempt = self.attempts[prompt]
         self.attempts[prompt] += 1
@@ -253,13 +286,13 @@ class _Sim:
             # Rate limiting is decided before any work, so it answers at once.
             wait = self.plan.retry_after(cfg.seed, prompt, attempt)
             headers = {"Retry-After": f"{wait:g}", "retry-after-ms": str(round(wait * 1000))}
-            return _error(429, "rate limit reached (simulated)", "rate_limit_exceeded", headers)
+            return error_response(429, "rate limit reached (simulated)", "rate_limit_exceeded", headers)
         delay = cfg.latency.sample_ms(cfg.seed, prompt, attempt) / 1000
         if fault is Fault.TIMEOUT:
             delay = max(delay, cfg.timeout_sleep_s)
         await asyncio.sleep(delay)
         if fault is Fault.SERVER_ERROR:
-            return _error(500, "internal error (simulated)", "server_error")
+            return error_response(500, "internal error (simulated)", "server_error")
         if fault is Fault.NONE:
             text, kind = self.answer(body, texts, prompt, attempt)
             self.stats.kinds[kind] += 1
@@ -270,6 +303,7 @@ class _Sim:
         if fault is Fault.NONE:
             self.stats.prompt_tokens += prompt_tokens
             self.stats.completion_tokens += completion_tokens
+            self.stats.bill(body, "online")
         ident = hashlib.sha256(f"{prompt}\x1f{attempt}".encode()).hexdigest()[:24]
         model = body.get("model") or cfg.model_name
         payload: dict[str, Any]
@@ -284,31 +318,38 @@ class _Sim:
                 "usage": {"input_tokens": prompt_tokens, "output_tokens": completion_tokens},
             }
         else:
-            payload = {
-                "id": "chatcmpl-" + ident,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": []
-                if fault is Fault.EMPTY
-                else [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
+            payload = chat_completion(ident, model, None if fault is Fault.EMPTY else text, texts)
         if fault is Fault.MALFORMED:
             blob = json.dumps(payload)
             return web.Response(text=blob[: len(blob) // 2], content_type="application/json")
         return web.json_response(payload)
+
+
+def chat_completion(ident: str, model: str, text: str | None, texts: list[str]) -> dict[str, Any]:
+    """An OpenAI chat completion answering the messages `texts` with `text` (None: no choices);
+    tokens are words."""
+    prompt_tokens = sum(len(t.split()) for t in texts)
+    completion_tokens = len(text.split()) if text is not None else 0
+    choices = [
+        {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": "stop",
+            "logprobs": None,
+        }
+    ]
+    return {
+        "id": "chatcmpl-" + ident,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [] if text is None else choices,
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
 
 
 def _schema_in(system: str) -> dict[str, Any] | None:
@@ -354,6 +395,9 @@ def create_app(config: SimConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", sim.chat)
     app.router.add_post("/v1/messages", sim.messages)
     app.router.add_get("/v1/models", sim.models)
+    from fastdistill.dev.teacher_sim.batches import BatchAPI  # it builds on this module
+
+    BatchAPI(sim).routes(app)
     app.router.add_get("/stats", sim.stats_json)
     app.router.add_get("/metrics", metrics)
     return app
