@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import zlib
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,11 @@ class RunIdTaken(Exception):
 
 
 #: What a producer whose transactional id another process took over (fenced) reports.
+#: librdkafka's own log lines of the produce client: what goes wrong there (a takeover of the
+#: run id fencing this producer, a broker away) is raised here and said once by the caller, so
+#: the client's raw lines stay out of a CLI user's terminal (a handler may lower the level).
+_CLIENT_LOG = logging.getLogger("fastdistill.produce.librdkafka")
+_CLIENT_LOG.setLevel(logging.CRITICAL)
 _FENCED = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 
 
@@ -86,7 +92,7 @@ def produce_run(
     if (limit is not None or not cache) and control_topic is None:
         raise ValueError("a run with a limit or without the cache needs the pipeline's control topic")
     producer: Producer = clients.transactional_producer(
-        kafka, f"fd-produce-{topic}-{run_id}", **{"transaction.timeout.ms": 300_000}
+        kafka, f"fd-produce-{topic}-{run_id}", **{"transaction.timeout.ms": 300_000, "logger": _CLIENT_LOG}
     )
     producer.init_transactions(30)
     if control_topic is not None and control.is_registered(kafka, control_topic, run_id):

@@ -30,6 +30,12 @@ from tests.e2e.coordinator_stack import PIPELINE, SEEDS
 pytestmark = pytest.mark.kafka
 
 
+def _teacher(teacher: dict[str, Any], step_id: str, base_url: str) -> dict[str, Any]:
+    """The example's teacher as `step_id`, asking the simulator at `base_url`."""
+    params = teacher["params"] | {"llm": teacher["params"]["llm"] | {"base_url": base_url}}
+    return teacher | {"id": step_id, "inputs": ["dedup"], "params": params}
+
+
 def _requests(base_url: str) -> int:
     with urllib.request.urlopen(base_url.removesuffix("/v1") + "/stats", timeout=10) as resp:
         return int(json.load(resp)["requests"])
@@ -42,15 +48,14 @@ def _pipeline(folder: Path, sims: dict[str, str]) -> Path:
     teacher = steps["teacher"]
     raw["name"] = f"dagreplay-{uuid.uuid4().hex[:6]}"
     raw["sink"]["output_dir"] = str(folder / "out")
+    raw["sink"]["formats"] = ["jsonl"]  # the example's chat format reads `sql`, which the join has not
     raw["gates"] = {}
     raw["steps"] = [
         steps["canonicalize"],
         steps["hash"],
         steps["dedup"],
-        teacher
-        | {"id": "teacher_a", "inputs": ["dedup"], "params": teacher["params"] | {"base_url": sims["a"]}},
-        teacher
-        | {"id": "teacher_b", "inputs": ["dedup"], "params": teacher["params"] | {"base_url": sims["b"]}},
+        _teacher(teacher, "teacher_a", sims["a"]),
+        _teacher(teacher, "teacher_b", sims["b"]),
         {
             "id": "both",
             "step": "join",
@@ -88,7 +93,7 @@ def test_a_replay_from_one_branch_pays_that_branch_only(tmp_path: Path, kafka_bo
 
         # teacher_b changes model: its service restarts on the new pipeline file
         raw = yaml.safe_load(path.read_text())
-        next(s for s in raw["steps"] if s["id"] == "teacher_b")["params"]["model"] = "teacher-b2"
+        next(s for s in raw["steps"] if s["id"] == "teacher_b")["params"]["llm"]["model"] = "teacher-b2"
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
         svc = stack.services["teacher_b"]
         svc.signal(signal.SIGTERM)

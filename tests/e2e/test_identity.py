@@ -103,9 +103,16 @@ def test_final_manifest_hashes_the_released_rows(pipe: Pipeline) -> None:
         run: next(m for m in pipe.report_files(run)["manifest"] if m["stage"] == final) for run in files
     }
     released = json.loads((run_dir(pipe.spec, paid) / "RELEASED.json").read_text())
-    assert released["files"]["data.jsonl"] == hashlib.sha256(files[paid]).hexdigest()
-    assert manifests[paid]["count"] == released["rows"] == len(files[paid].splitlines())
-    assert manifests[paid]["content_hash"] == _released_hash(files[paid])
+    assert (
+        released["subsets"][final]["files"][f"{final}/data.jsonl"] == hashlib.sha256(files[paid]).hexdigest()
+    )
+    # The manifest covers the stage's every row: the kept ones and the rejected subset's (as the
+    # stage wrote them, without the sink's `rejected_because`).
+    stage_rows = [json.dumps(row) for row in pipe.dataset(paid)]
+    subset = released["subsets"][final]
+    assert manifests[paid]["count"] == subset["kept"] + subset["rejected"] == len(stage_rows)
+    assert subset["kept"] == len(files[paid].splitlines())
+    assert manifests[paid]["content_hash"] == _released_hash("\n".join(stage_rows).encode())
     assert manifests[cached]["content_hash"] == manifests[paid]["content_hash"]
     assert "teacher_latency_ms" not in manifests[paid]["columns"]
     # The two runs' rows did differ on the topic, in how they were fetched (the volatile columns).

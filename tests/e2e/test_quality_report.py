@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import run_dir
 from services.coordinator.timing import row_latencies
+from services.sink.release import GATE_REJECTED
 from tests.e2e.coordinator_stack import RELEASED_ROWS, SEEDS, pipeline_copy, running_pipeline
 from tests.runtime.harness import read_all
 
@@ -82,7 +83,7 @@ def test_quality_and_timing_reports_of_a_run(tmp_path: Path, kafka_bootstrap: st
         assert not result["released"] and result["gate"]["failures"] == expected
 
         # -- the final stage against the dataset the sink wrote (an independent path) ------------
-        rows = pipe.dataset(run_id, f"rejected-{spec.primary_leaf}")
+        rows = pipe.dataset(run_id, f"{GATE_REJECTED}/{spec.primary_leaf}")
         assert len(rows) == RELEASED_ROWS
         final = quality[spec.primary_leaf]
         assert final["metric_sets"] == ["sql"] and quality["teacher"]["metric_sets"] == []

@@ -29,7 +29,7 @@ from tests.e2e.coordinator_stack import RELEASED_ROWS, SEEDS, Pipeline, pipeline
 pytestmark = pytest.mark.kafka
 
 #: Differs from the default template, yet the simulator still finds the question in it.
-NEW_TEMPLATE = "Database schema: {schema}\nQuestion: {instruction}\nSQL:"
+NEW_TEMPLATE = "Database schema: {{ schema }}\nQuestion: {{ instruction }}\nSQL:"
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def test_b_downstream_change_recomputes_downstream_without_paying(pipe: Pipeline
 
 
 def test_c_teacher_change_pays_once_per_row_reaching_it(pipe: Pipeline, original: str) -> None:
-    _reconfigure(pipe, "teacher", prompt_template=NEW_TEMPLATE)
+    _reconfigure(pipe, "teacher", template=NEW_TEMPLATE)
     requests = pipe.teacher_requests()
     run_id, state = _replay(pipe, original)  # --from auto: the teacher is the first step changed
 
