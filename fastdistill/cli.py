@@ -13,9 +13,9 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.live import Live
 
 from fastdistill.broker_check import answering_kafka, require_broker
+from fastdistill.commands import runs as runs_commands
 from fastdistill.errors import Debug, FriendlyGroup, UserError
 from fastdistill.ingest import read_seeds
 from fastdistill.pipeline_file import load_plan, load_spec
@@ -54,6 +54,9 @@ def _options(
 ) -> None:
     """Errors are a few lines saying what is wrong and what to do; --debug shows the traceback."""
     Debug.on = debug
+
+
+runs_commands.register(app)
 
 
 def _logging(level: str) -> None:
@@ -342,31 +345,6 @@ def teacher_sim(
 
 
 @app.command()
-def status(
-    run_id: Annotated[str | None, typer.Argument(help="one run (default: all runs)")] = None,
-    pipeline: PipelineOpt = None,
-    watch: Annotated[bool, typer.Option(help="refresh until the run is finished")] = False,
-) -> None:
-    """Live progress of runs per stage, and the gate verdict once a run is finished."""
-    from fastdistill.runs import run_states
-    from fastdistill.status_view import render_status
-
-    spec = load_spec(pipeline)
-    require_broker(KafkaSettings())
-    with Live(console=Console(), refresh_per_second=2, transient=False) as live:
-        while True:
-            states = run_states(spec)
-            chosen = {k: v for k, v in states.items() if run_id in (None, k)}
-            live.update(render_status(spec, chosen))
-            if not watch or (all(s["status"] != "running" for s in chosen.values()) and chosen):
-                break
-            time.sleep(1)
-    if run_id is not None and run_id not in states:
-        console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/]")
-        raise typer.Exit(1)
-
-
-@app.command()
 def dlq(
     run_id: Annotated[str | None, typer.Argument(help="one run (default: every dead letter)")] = None,
     step: Annotated[str | None, typer.Option(help="only this step's dead letters (e.g. produce)")] = None,
@@ -529,6 +507,7 @@ def up(
     import urllib.parse
 
     from fastdistill.dev import local_broker
+    from fastdistill.live_run import RunDisplay
     from fastdistill.local_stack import LocalStack
     from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
     from fastdistill.runs import release_summary, run_dir, wait_for_release
@@ -586,7 +565,8 @@ def up(
         run_id = _new_run_id(seeds)
         produce(seeds, path, run_id)
         try:
-            result = wait_for_release(spec, run_id, timeout_s, stack)
+            with RunDisplay(spec, run_id, KafkaSettings(), console, stack) as display:
+                result = wait_for_release(spec, run_id, timeout_s, stack, on_wait=display.tick)
         except TimeoutError:
             console.print(f"[red]run {run_id} did not finish in {timeout_s:g} s[/]; logs in {workdir}/logs")
             raise typer.Exit(EXIT_STALLED) from None
