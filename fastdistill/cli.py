@@ -15,7 +15,9 @@ from pydantic import BaseModel
 from rich.console import Console
 
 from fastdistill.broker_check import answering_kafka, require_broker
+from fastdistill.commands import inspect as inspect_commands
 from fastdistill.commands import runs as runs_commands
+from fastdistill.commands import stack as stack_commands
 from fastdistill.errors import Debug, FriendlyGroup, UserError
 from fastdistill.ingest import read_seeds
 from fastdistill.pipeline_file import load_plan, load_spec
@@ -57,6 +59,8 @@ def _options(
 
 
 runs_commands.register(app)
+inspect_commands.register(app, topics)
+stack_commands.register(app)
 
 
 def _logging(level: str) -> None:
@@ -506,6 +510,7 @@ def up(
     import signal
     import urllib.parse
 
+    from fastdistill.commands.stack import forget_up, record_up
     from fastdistill.dev import local_broker
     from fastdistill.live_run import RunDisplay
     from fastdistill.local_stack import LocalStack
@@ -537,6 +542,7 @@ def up(
             raise UserError(f"local broker on port {broker_port}: {exc}", code=1) from None
         started_broker = info if info.started else None
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
+    record_up(workdir)  # for `fastdistill down`
     stack = LocalStack(path, workdir)
     prometheus = None
     result: dict[str, Any] = {}
@@ -590,6 +596,7 @@ def up(
         if prometheus is not None:
             stop_prometheus(prometheus)
         stack.stop()
+        forget_up(workdir)
         if started_broker is not None and not keep_broker:
             local_broker.down(started_broker.port, data_dir=started_broker.data_dir)
             console.print("broker stopped (started by this command; --keep-broker keeps it)")
