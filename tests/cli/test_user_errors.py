@@ -95,9 +95,9 @@ def test_misspelled_param_names_the_step_id_and_the_file(tmp_path: Path) -> None
 
 
 def test_misspelled_nested_param(tmp_path: Path) -> None:
-    path = _pipeline(tmp_path, "model: judge,>modle: judge,")
+    path = _pipeline(tmp_path, "model: judge,>modl: judge,")
     lines = _short(_fastdistill("validate", str(path)), str(path), "'judge'")
-    assert "unknown param 'llm.modle'; did you mean 'model'?" in lines[0]
+    assert "unknown param 'llm.modl'; did you mean 'model'?" in lines[0]
 
 
 def test_many_problems_are_counted_not_all_shown(tmp_path: Path) -> None:
