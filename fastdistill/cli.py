@@ -13,19 +13,28 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from rich.live import Live
 
+from fastdistill.broker_check import answering_kafka, require_broker
+from fastdistill.commands import inspect as inspect_commands
+from fastdistill.commands import runs as runs_commands
+from fastdistill.commands import stack as stack_commands
+from fastdistill.errors import Debug, FriendlyGroup, UserError
 from fastdistill.ingest import read_seeds
+from fastdistill.pipeline_file import load_plan, load_spec
 from fastdistill.plan import PipelinePlan
 from fastdistill.services.step import StepService
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings, RegistrySettings, ServiceSettings
 from shared.kafka import clients
 from shared.kafka.run_producer import produce_run
-from shared.pipeline import SEEDS_STAGE, PipelineSpec
+from shared.pipeline import SEEDS_STAGE
 from shared.runtime.runner import StepFailed
 
-app = typer.Typer(help="Kafka-native distillation of training data from a teacher LLM.", no_args_is_help=True)
+app = typer.Typer(
+    cls=FriendlyGroup,
+    help="Kafka-native distillation of training data from a teacher LLM.",
+    no_args_is_help=True,
+)
 dev = typer.Typer(help="Development helpers.", no_args_is_help=True)
 broker = typer.Typer(help="A local single-node Apache Kafka (KRaft) from Maven jars.", no_args_is_help=True)
 topics = typer.Typer(help="Topics of a pipeline.", no_args_is_help=True)
@@ -39,39 +48,19 @@ PipelineOpt = Annotated[
 ]
 
 
-def _load_plan(pipeline: Path | None) -> tuple[Path, PipelineSpec, PipelinePlan]:
-    """The pipeline and its plan, validated as a whole before anything starts; a problem is one
-    line each naming the file (and the step), then exit 2."""
-    import yaml
-    from pydantic import ValidationError
-
-    from fastdistill.plan import PlanError
-
-    path = pipeline or Path(ServiceSettings().pipeline)
-    problems: list[str]
-    try:
-        spec = PipelineSpec.load(path)
-        return path, spec, PipelinePlan.build(spec)
-    except FileNotFoundError:
-        problems = ["no such pipeline file (give --pipeline or set FD_PIPELINE)"]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        problems = [f"not valid YAML{where}: {getattr(exc, 'problem', None) or exc}"]
-    except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc']) or 'pipeline'}: {e['msg']}".replace("Value error, ", "")
-            for e in exc.errors()
-        ]
-    except PlanError as exc:
-        problems = exc.problems
-    for problem in problems:
-        console.print(f"[red]{path}:[/] {problem}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar="FD_DEBUG", help="show the traceback of an error")
+    ] = False,
+) -> None:
+    """Errors are a few lines saying what is wrong and what to do; --debug shows the traceback."""
+    Debug.on = debug
 
 
-def _spec(pipeline: Path | None) -> PipelineSpec:
-    return PipelineSpec.load(pipeline or ServiceSettings().pipeline)
+runs_commands.register(app)
+inspect_commands.register(app, topics)
+stack_commands.register(app)
 
 
 def _logging(level: str) -> None:
@@ -132,8 +121,8 @@ def _say_foreign(port: int) -> None:
 @topics.command("create")
 def topics_create(pipeline: PipelineOpt = None) -> None:
     """Create the pipeline's topics (partitions and compaction from the YAML); existing ones stay."""
-    spec = _spec(pipeline)
-    created = clients.ensure_topics(clients.admin(KafkaSettings()), pipeline_topics(spec))
+    spec = load_spec(pipeline)
+    created = clients.ensure_topics(clients.admin(answering_kafka()), pipeline_topics(spec))
     console.print(f"{len(created)} topics created for pipeline {spec.name}: {created}")
 
 
@@ -170,17 +159,16 @@ def produce(
     from shared.kafka.run_producer import RunIdTaken
     from shared.kafka.topic_end import TopicEndNotReached
 
-    spec = _spec(pipeline)
-    plan = PipelinePlan.build(spec)
+    _, spec, plan = load_plan(pipeline)
+    if not file.is_file():
+        raise UserError(f"{file}: no such seed file", "give the path of a JSONL file of seeds")
     run = run_id or _new_run_id(file)
     try:
         seeds = read_seeds(file, plan.seed_model(), run, head)
     except (OSError, SeedFileError) as exc:
-        message = f"cannot read seeds {file}: {exc}"
-        console.print(f"[red]{escape(message)}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"cannot read seeds {file}: {exc}") from None
     kafka = KafkaSettings()
-    _require_broker(kafka)
+    require_broker(kafka)
     clients.ensure_topics(clients.admin(kafka), pipeline_topics(spec))
     try:
         summary = produce_run(
@@ -200,8 +188,7 @@ def produce(
             seed_file={"name": file.name, "sha256": _file_sha256(file)},
         )
     except (RunIdTaken, TopicEndNotReached) as exc:
-        console.print(f"[red]refused: {escape(str(exc))}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"refused: {exc}") from None
     console.print(
         f"run {summary.run_id}: {summary.rows} seeds in {summary.batches} batches, "
         f"{summary.dead_letters} invalid to {spec.dlq_topic}"
@@ -228,7 +215,7 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     """Run one pipeline step (by its id in the YAML) as a Kafka service; also `sink`, `coordinator`."""
     settings = ServiceSettings()
     _logging(settings.log_level)
-    _, _, plan = _load_plan(pipeline)
+    _, _, plan = load_plan(pipeline)
     kafka = KafkaSettings()
     serde = plan.serde(RegistrySettings().client())
     _tune_gc()
@@ -245,8 +232,8 @@ def serve(step: str, pipeline: PipelineOpt = None) -> None:
     try:
         wiring = plan.wiring(step)
     except KeyError as exc:
-        console.print(f"[red]{exc.args[0]}[/]")
-        raise typer.Exit(2) from None
+        known = ", ".join([*plan.services, "sink", "coordinator"])
+        raise UserError(f"{exc.args[0]}", f"serve one of: {known}") from None
     service = StepService(plan.service_steps(step), wiring, serde, kafka, settings, plan.stage_stats)
     try:
         asyncio.run(service.run())
@@ -276,7 +263,7 @@ def validate(
     from fastdistill.dag_view import mermaid as to_mermaid
     from fastdistill.dag_view import text_tree
 
-    _, spec, _ = _load_plan(pipeline)
+    _, spec, _ = load_plan(pipeline, every_problem=True)
     if mermaid:
         print(to_mermaid(spec), end="")
         return
@@ -362,31 +349,6 @@ def teacher_sim(
 
 
 @app.command()
-def status(
-    run_id: Annotated[str | None, typer.Argument(help="one run (default: all runs)")] = None,
-    pipeline: PipelineOpt = None,
-    watch: Annotated[bool, typer.Option(help="refresh until the run is finished")] = False,
-) -> None:
-    """Live progress of runs per stage, and the gate verdict once a run is finished."""
-    from fastdistill.runs import run_states
-    from fastdistill.status_view import render_status
-
-    spec = _spec(pipeline)
-    _require_broker(KafkaSettings())
-    with Live(console=Console(), refresh_per_second=2, transient=False) as live:
-        while True:
-            states = run_states(spec)
-            chosen = {k: v for k, v in states.items() if run_id in (None, k)}
-            live.update(render_status(spec, chosen))
-            if not watch or (all(s["status"] != "running" for s in chosen.values()) and chosen):
-                break
-            time.sleep(1)
-    if run_id is not None and run_id not in states:
-        console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/]")
-        raise typer.Exit(1)
-
-
-@app.command()
 def dlq(
     run_id: Annotated[str | None, typer.Argument(help="one run (default: every dead letter)")] = None,
     step: Annotated[str | None, typer.Option(help="only this step's dead letters (e.g. produce)")] = None,
@@ -398,10 +360,10 @@ def dlq(
     """Read the dead-letter topic to its end: counts by (step, error type) with an example each."""
     from fastdistill.dead_letters import read_dead_letters, record_lines, summary_lines
 
-    spec = _spec(pipeline)
+    spec = load_spec(pipeline)
     plan = PipelinePlan.build(spec)
     letters = read_dead_letters(
-        KafkaSettings(), plan.serde(RegistrySettings().client()), spec.dlq_topic, run_id=run_id, step=step
+        answering_kafka(), plan.serde(RegistrySettings().client()), spec.dlq_topic, run_id=run_id, step=step
     )
     for line in summary_lines(letters, spec.dlq_topic, run_id, step):
         print(line)
@@ -416,16 +378,13 @@ def report(run_id: str, pipeline: PipelineOpt = None) -> None:
     """Print a finished run's manifest, quality report, timing report and gate verdict (JSON)."""
     from fastdistill.runs import run_states
 
-    spec = _spec(pipeline)
-    state = run_states(spec).get(run_id)
+    spec = load_spec(pipeline)
+    state = run_states(spec, answering_kafka()).get(run_id)
     if state is None:
-        console.print(f"[red]no run {run_id!r} in {spec.runs_topic}[/] (`fastdistill status` lists the runs)")
-        raise typer.Exit(1)
-    reports = state["reports"]
-    if reports is None:
-        console.print(f"[red]run {run_id!r} is {state['status']}: no reports before it is done[/]")
-        raise typer.Exit(1)
-    Console().print_json(data={"verdict": state["verdict"], **reports})
+        raise UserError(f"no run {run_id!r} in {spec.runs_topic}", "`fastdistill runs` lists runs", code=1)
+    if state["reports"] is None:
+        raise UserError(f"run {run_id!r} is {state['status']}: no reports before it is done", code=1)
+    Console().print_json(data={"verdict": state["verdict"], **state["reports"]})
 
 
 @app.command()
@@ -444,14 +403,13 @@ def replay(
     """Re-run a finished run from a step as a new run, from that step's input as the run left it."""
     from fastdistill.replay import ReplayError, replay_run
 
-    spec = _spec(pipeline)
+    spec = load_spec(pipeline)
     plan = PipelinePlan.build(spec)
     serde = plan.serde(RegistrySettings().client())
     try:
-        summary = replay_run(plan, KafkaSettings(), serde, run, from_step, run_id)
+        summary = replay_run(plan, answering_kafka(), serde, run, from_step, run_id)
     except (ReplayError, KeyError) as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from exc
+        raise UserError(str(exc.args[0] if isinstance(exc, KeyError) else exc), code=1) from None
     console.print(
         f"run {summary.run_id}: replay of {summary.replay_of} from {summary.from_step}, "
         f"{summary.rows} rows of {summary.input_stage} in {summary.batches} batches"
@@ -481,7 +439,7 @@ def export(
     from services.sink.released import NotReleased, ReleasedRun
     from shared.registry import UnknownName
 
-    spec = _spec(pipeline)
+    spec = load_spec(pipeline)
     configured = dict(spec.sink.format_entries()).get(format, {})
     try:
         fmt = build_format(format, json.loads(options) if options is not None else configured)
@@ -489,8 +447,7 @@ def export(
         target = to or run.folder / "exports" / format
         record = export_run(run, fmt, target)
     except (UnknownName, ValidationError, ValueError, NotReleased) as exc:
-        console.print(f"[red]export refused: {exc}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"export refused: {exc}") from None
     for name in record["files"]:
         note = record["notes"].get(name)
         print(f"{target / name}" + (f"  {json.dumps(note)}" if note else ""))
@@ -512,14 +469,13 @@ def push(
     from services.sink.hub import push_run
     from services.sink.released import NotReleased, ReleasedRun
 
-    spec = _spec(pipeline)
+    spec = load_spec(pipeline)
     try:
         pushed = push_run(
             ReleasedRun.open(run_dir(spec, run_id)), repo_id, private=private, revision=revision
         )
     except (NotReleased, HfHubHTTPError, ValueError) as exc:
-        console.print(f"[red]push failed: {exc}[/]", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise UserError(f"push failed: {exc}") from None
     console.print(f"{len(pushed.files)} files pushed to {pushed.repo_url} in commit {pushed.commit}")
     print(pushed.commit_url)
 
@@ -554,7 +510,9 @@ def up(
     import signal
     import urllib.parse
 
+    from fastdistill.commands.stack import forget_up, record_up
     from fastdistill.dev import local_broker
+    from fastdistill.live_run import RunDisplay
     from fastdistill.local_stack import LocalStack
     from fastdistill.prometheus_local import start_prometheus, stop_prometheus, write_config
     from fastdistill.runs import release_summary, run_dir, wait_for_release
@@ -562,7 +520,7 @@ def up(
     # SIGTERM (a supervisor, `kill`) ends this like Ctrl-C: through the cleanup below.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Everything is checked before a topic is created or a process started.
-    path, spec, _ = _load_plan(pipeline)
+    path, spec, _ = load_plan(pipeline)
     if chain and spec.chain == "none":
         # The services read the pipeline from a file: they get a copy that chains.
         import yaml
@@ -571,21 +529,20 @@ def up(
         chained = workdir / f"{path.stem}.chained.yaml"
         raw = yaml.safe_load(path.read_text())
         chained.write_text(yaml.safe_dump(raw | {"chain": "auto"}, sort_keys=False))
-        path, spec, _ = _load_plan(chained)
+        path, spec, _ = load_plan(chained)
     if seeds is not None and not seeds.is_file():
-        console.print(f"[red]{seeds}:[/] no such seed file")
-        raise typer.Exit(2)
+        raise UserError(f"{seeds}: no such seed file", "give the path of a JSONL file of seeds with --seeds")
     started_broker: local_broker.BrokerInfo | None = None
     if "KAFKA_BOOTSTRAP_SERVERS" in os.environ:
-        _require_broker(KafkaSettings())
+        require_broker(KafkaSettings())
     else:
         try:
             info = local_broker.up(port=broker_port)
         except (RuntimeError, TimeoutError) as exc:
-            console.print(f"[red]local broker on port {broker_port}: {exc}[/]")
-            raise typer.Exit(1) from None
+            raise UserError(f"local broker on port {broker_port}: {exc}", code=1) from None
         started_broker = info if info.started else None
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
+    record_up(workdir)  # for `fastdistill down`
     stack = LocalStack(path, workdir)
     prometheus = None
     result: dict[str, Any] = {}
@@ -614,7 +571,8 @@ def up(
         run_id = _new_run_id(seeds)
         produce(seeds, path, run_id)
         try:
-            result = wait_for_release(spec, run_id, timeout_s, stack)
+            with RunDisplay(spec, run_id, KafkaSettings(), console, stack) as display:
+                result = wait_for_release(spec, run_id, timeout_s, stack, on_wait=display.tick)
         except TimeoutError:
             console.print(f"[red]run {run_id} did not finish in {timeout_s:g} s[/]; logs in {workdir}/logs")
             raise typer.Exit(EXIT_STALLED) from None
@@ -638,6 +596,7 @@ def up(
         if prometheus is not None:
             stop_prometheus(prometheus)
         stack.stop()
+        forget_up(workdir)
         if started_broker is not None and not keep_broker:
             local_broker.down(started_broker.port, data_dir=started_broker.data_dir)
             console.print("broker stopped (started by this command; --keep-broker keeps it)")
@@ -653,54 +612,6 @@ EXIT_REJECTED = 1
 EXIT_STALLED = 3
 EXIT_SERVICE_DIED = 4
 
-#: How long `produce`, `status` and `up` wait for the broker's first answer before saying it is down.
-BROKER_CHECK_S = 3.0
-
-
-def _require_broker(kafka: KafkaSettings) -> None:
-    """Fail in seconds with two lines when no broker answers, instead of librdkafka retrying for
-    half a minute and logging every refused connection. A refused TCP connection to every
-    bootstrap server is said at once; otherwise a metadata request must answer in BROKER_CHECK_S."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    reason = _unreachable(kafka.bootstrap_servers)
-    if reason is None:
-        conf = kafka.client_conf() | {
-            "log_level": 0,  # the refused connections are the one line below, not hundreds
-            "socket.connection.setup.timeout.ms": int(BROKER_CHECK_S * 1000),
-        }
-        try:
-            AdminClient(conf).list_topics(timeout=BROKER_CHECK_S)
-            return
-        except KafkaException as exc:
-            reason = (exc.args[0].str() if exc.args else str(exc)).removeprefix("Failed to get metadata: ")
-    # soft_wrap: one line each, whatever the terminal's width (or none, in a pipe).
-    console.print(f"[red]no Kafka broker answers at {kafka.bootstrap_servers}[/] ({reason})", soft_wrap=True)
-    console.print(
-        "start the local one with `fastdistill dev broker up`, or set KAFKA_BOOTSTRAP_SERVERS",
-        soft_wrap=True,
-    )
-    raise typer.Exit(1)
-
-
-def _unreachable(bootstrap_servers: str) -> str | None:
-    """Why no bootstrap server accepts a TCP connection; None when one does (or one is unparsable:
-    then librdkafka decides)."""
-    import socket
-
-    errors = []
-    for server in bootstrap_servers.split(","):
-        host, _, port = server.strip().rpartition("://")[2].rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
-                return None
-        except ValueError:
-            return None
-        except OSError as exc:
-            errors.append(exc.strerror or type(exc).__name__)
-    return ", ".join(sorted(set(errors))).lower() or None
-
 
 @app.command()
 def example(
@@ -713,8 +624,7 @@ def example(
     try:
         folder = copy_example(name, dest)
     except (ValueError, FileExistsError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise UserError(str(exc), code=1) from None
     console.print(f"example {name} in {folder}; run it with:")
     print(f"cd {dest} && fastdistill up --seeds examples/{name}/seeds.jsonl --exit-when-done")
 

@@ -3,6 +3,7 @@ and the chaos harness run where no Docker engine is available."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -10,9 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from shared.pipeline import PipelineSpec
 
@@ -101,6 +104,21 @@ class ServiceProcess:
                 return bool(resp.status == 200)
         except OSError:
             return False
+
+    def health(self) -> dict[str, Any] | None:
+        """Its /healthz as it says it (200 or 503), None when it does not answer."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=0.5) as resp:
+                body = resp.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+        except OSError:
+            return None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -215,6 +233,21 @@ class LocalStack:
             if svc.wait(timeout) is None:
                 svc.signal(signal.SIGKILL)
                 svc.wait(5)
+
+    def service_notes(self) -> dict[str, str]:
+        """What a person watching a run should know of each step service: an input held (an
+        endpoint unreachable) and rows in flight; nothing for a service with nothing to say."""
+        notes = {}
+        for name, svc in self.services.items():
+            health = None if svc.is_simulator or not svc.alive() else svc.health()
+            if health is None:
+                continue
+            said = [f"waiting: {health['held']}"] if health.get("held") else []
+            if health.get("in_flight"):
+                said.append(f"{health['in_flight']} rows in flight")
+            if said:
+                notes[name] = "; ".join(said)
+        return notes
 
     def dead(self) -> list[str]:
         return [n for n, s in self.services.items() if s.proc is not None and not s.alive()]

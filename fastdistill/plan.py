@@ -27,7 +27,7 @@ from shared.runtime.progress import PROGRESS_SCHEMA
 from shared.runtime.wiring import Input, Member, Wiring
 from shared.schemas import load_avsc
 from shared.serde import AvroSerde
-from shared.step import AsyncStep, Row, Step, build_step
+from shared.step import AsyncStep, Row, Step, build_step, step_class
 from shared.topic_schema import batch_schema, dataset_columns, row_fields
 
 #: Rows in flight for an asynchronous step that sets no concurrency of its own.
@@ -64,7 +64,10 @@ class PipelinePlan:
             try:
                 steps[step_spec.id] = build_step(step_spec.step, step_spec.params)
             except ValidationError as exc:
-                problems += [f"step {step_spec.id!r} ({step_spec.step}): {_error(e)}" for e in exc.errors()]
+                params = step_class(step_spec.step).Params
+                problems += [
+                    f"step {step_spec.id!r} ({step_spec.step}): {_error(e, params)}" for e in exc.errors()
+                ]
             except Exception as exc:  # unknown step, a dotted path that does not import, a bad file
                 problems.append(f"step {step_spec.id!r} ({step_spec.step}): {exc}")
         fields: dict[str, list[dict[str, Any]]] = {
@@ -309,11 +312,29 @@ def _check_step(
     return problems
 
 
-def _error(error: Any) -> str:
+def _error(error: Any, params: type[BaseModel] | None = None) -> str:
     where = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden" and params is not None:
+        return f"unknown param {where!r}; {_param_hint(params, error['loc'])}"
     # pydantic's prefix of a validator's ValueError says nothing to whoever wrote the YAML.
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{where}: {message}" if where else message
+
+
+def _param_hint(params: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The params a misspelled one probably meant, at its own level (`llm.modle` -> llm's)."""
+    import difflib
+
+    model = params
+    for part in loc[:-1]:
+        field_info = model.model_fields.get(str(part))
+        annotation = field_info.annotation if field_info is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    names = list(model.model_fields)
+    near = difflib.get_close_matches(str(loc[-1]), names, n=1)
+    return f"did you mean {near[0]!r}?" if near else f"params: {', '.join(names)}"
 
 
 def _import(dotted: str) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -63,8 +64,13 @@ def release_summary(result: dict[str, Any]) -> list[str]:
 
 
 def wait_for_release(
-    spec: PipelineSpec, run_id: str, timeout_s: float, stack: LocalStack | None = None
+    spec: PipelineSpec,
+    run_id: str,
+    timeout_s: float,
+    stack: LocalStack | None = None,
+    on_wait: Callable[[], object] | None = None,
 ) -> dict[str, Any]:
+    """The run's `finished` record once the sink wrote it; `on_wait` is called while waiting."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         result = finished(spec, run_id)
@@ -72,6 +78,8 @@ def wait_for_release(
             return result
         if stack is not None and stack.dead():
             raise RuntimeError(f"run {run_id}: services exited before it finished: {stack.dead()}")
+        if on_wait is not None:
+            on_wait()
         time.sleep(0.2)
     raise TimeoutError(f"run {run_id} not finished after {timeout_s}s")
 

@@ -59,10 +59,16 @@ class Registry(Generic[T]):
         if name not in self._items:
             entry = self._entry_points().get(name)
             if entry is None:
-                known = ", ".join(self.names()) or "none"
-                raise UnknownName(f"unknown {self.kind} {name!r}; known: {known}")
+                raise UnknownName(f"unknown {self.kind} {name!r}; {self._suggest(name)}")
             self._items[name] = entry.load()
         return self._items[name]
+
+    def _suggest(self, name: str) -> str:
+        """A misspelling's likely meaning first (a newcomer reads one name, not the catalogue)."""
+        import difflib
+
+        near = difflib.get_close_matches(name, self.names(), n=1)
+        return f"did you mean {near[0]!r}?" if near else f"known: {', '.join(self.names()) or 'none'}"
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self.names()

@@ -44,15 +44,14 @@ def kafka_bootstrap() -> Iterator[str]:
         yield os.environ["KAFKA_BOOTSTRAP_SERVERS"]
         return
     if _docker_answers():
-        try:
-            from testcontainers.kafka import KafkaContainer
+        try:  # a dev dependency; its Kafka module moved to `community` in testcontainers 4.13
+            from testcontainers.community.kafka import KafkaContainer
         except ImportError:
-            pass
-        else:
-            # testcontainers-python's KafkaContainer drives Confluent's image (Kafka 3.9 here).
-            with KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as container:
-                yield container.get_bootstrap_server()
-            return
+            from testcontainers.kafka import KafkaContainer
+        # testcontainers-python's KafkaContainer drives Confluent's image (Kafka 3.9 here).
+        with KafkaContainer("confluentinc/cp-kafka:7.9.0").with_kraft() as container:
+            yield container.get_bootstrap_server()
+        return
     from fastdistill.dev import local_broker
 
     local_broker.CACHE.mkdir(parents=True, exist_ok=True)

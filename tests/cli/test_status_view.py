@@ -43,3 +43,23 @@ def test_a_running_run_lists_every_stage_it_has() -> None:
     text = _render({"run-a": state})
     assert "running" in text
     assert text.index("seeds") < text.index("canonicalize")
+
+
+def test_bars_measure_each_stage_against_its_own_input_and_eta_the_share_done() -> None:
+    """After dedup (239 -> 227) a finished run is complete, not 227/239; a running one's ETA
+    extrapolates the share done along the chain."""
+    from fastdistill.status_view import share_done
+
+    spec = PipelineSpec.load(PIPELINE)
+    stages = {"seeds": _stage(0, 239), "canonicalize": _stage(239, 239), "hash": _stage(239, 239)}
+    stages |= {"dedup": _stage(239, 227)}
+    stages |= {s: _stage(227, 227) for s in spec.stages[4:]}
+    done = {"status": "done", "started_ms": 1_000, "finished_ms": 11_000, "stages": stages}
+    text = _render({"run-a": done})
+    assert text.count("100%") == len(spec.stages) and "elapsed 10s" in text and "22.7" in text
+    half = dict(stages) | {spec.stages[-1]: _stage(100, 100)}
+    running = {"status": "running", "started_ms": 1_000, "stages": half}
+    assert abs(share_done(spec, running) - 100 / 227) < 1e-9
+    text = Console(record=True, width=200)
+    text.print(render_status(spec, {"run-a": running}, now_ms=11_000))
+    assert "ETA 13s (44% done)" in text.export_text()

@@ -81,6 +81,16 @@ class Pipeline:
             check=False,
         )
 
+    def popen_cli(self, *args: str) -> subprocess.Popen[str]:
+        """`cli` in the background."""
+        return subprocess.Popen(
+            self.stack.cli(*args, "--pipeline", str(self.path)),
+            env=self.stack.base_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
     def produce(self, seeds: Path, run_id: str, *options: str) -> subprocess.Popen[str]:
         """`fastdistill produce` in the background (two of them may run at once)."""
         return subprocess.Popen(

@@ -97,8 +97,8 @@ def test_every_problem_is_one_line_naming_its_step() -> None:
         PipelinePlan.build(spec)
     problems = info.value.problems
     assert len(problems) == 3
-    assert problems[0].startswith("step 'typo' (sql_evall): unknown step 'sql_evall'; known: ")
-    assert problems[1] == "step 'bad' (dedup): fild: Extra inputs are not permitted"
+    assert problems[0] == "step 'typo' (sql_evall): unknown step 'sql_evall'; did you mean 'sql_eval'?"
+    assert problems[1] == "step 'bad' (dedup): unknown param 'fild'; did you mean 'field'?"
     assert problems[2].startswith(
         "step 'filter' reads 'sqll', which its input (keyed) does not carry; it has: "
     )

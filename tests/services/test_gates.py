@@ -206,7 +206,7 @@ def test_the_quality_section_is_checked() -> None:
         "completion_tokens, prompt_tokens, source_index, teacher_latency_ms, teacher_score",
         "quality.metric_sets of teacher: set 'sql' needs column(s) exec_pass, which the stage's rows "
         "do not have",
-        "quality.metric_sets of score: unknown quality metric set 'sqll'; known: sql",
+        "quality.metric_sets of score: unknown quality metric set 'sqll'; did you mean 'sql'?",
     ]
 
 

@@ -41,10 +41,16 @@ def test_build_step_validates_params() -> None:
 
 def test_unknown_step_lists_known_ones() -> None:
     with pytest.raises(UnknownName) as info:
-        build_step("sql_evaluate", {})
+        build_step("xyzzy", {})
     message = str(info.value)
-    assert message.startswith("unknown step 'sql_evaluate'; known: canonicalize, chat_generation, clean_sql")
+    assert message.startswith("unknown step 'xyzzy'; known: canonicalize, chat_generation, clean_sql")
     assert "text_generation" in message
+
+
+def test_a_misspelled_step_names_the_likely_one() -> None:
+    with pytest.raises(UnknownName) as info:
+        build_step("sql_evaluate", {})
+    assert str(info.value) == "unknown step 'sql_evaluate'; did you mean 'sql_eval'?"
 
 
 def test_a_dotted_path_must_name_a_step() -> None:
