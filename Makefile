@@ -19,12 +19,16 @@ install: $(STAMP)
 run: install
 	$(BIN)/fastdistill up --seeds examples/text2sql/seeds.jsonl --exit-when-done
 
+# Two pytest-xdist workers, a test file each at a time (a file's module fixtures, such as one
+# running stack, stay in one worker): most of the suite's time is services, brokers and
+# simulators waiting on each other, which two workers overlap on two cores (the full suite went
+# over 25 min in one process).
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 # The fast loop: the broker-free tests less the real-time ones (marker `slow`), the fuzz test at
 # 500 examples instead of 5,000, and the branch coverage of the runtime (shared/runtime) by its

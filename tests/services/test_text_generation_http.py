@@ -145,7 +145,14 @@ def test_faults_are_retried_and_every_row_succeeds_or_raises(tmp_path: Path, see
     assert stats["outcomes"]["ok"] == len(ok)
     for fault in ("rate_limit", "server_error", "timeout", "malformed", "empty"):
         assert stats["outcomes"].get(fault, 0) > 0, stats["outcomes"]
-    assert _metric("fd_teacher_retries_total", "sim-faults") == stats["retried_requests"]
+    # Every repeat the simulator saw is a retry the client counted, unless the client took the
+    # endpoint for down meanwhile (a connect timeout on a loaded machine): attempts failing
+    # during an outage wait for it and spend no retry.
+    retries = _metric("fd_teacher_retries_total", "sim-faults")
+    if _metric("fd_teacher_requests_total", "sim-faults", outcome="connection") == 0:
+        assert retries == stats["retried_requests"]
+    else:
+        assert 0 < retries <= stats["retried_requests"]
     for outcome in ("http_429", "http_5xx", "timeout", "malformed", "empty"):
         assert _metric("fd_teacher_requests_total", "sim-faults", outcome=outcome) > 0, outcome
 
