@@ -91,6 +91,20 @@ def test_two_teachers_with_their_own_keys_joined_and_judged(tmp_path: Path, kafk
             best = max((0, 1), key=lambda i: (tasks.quality(SEED_A, row["generations"][i]), -i))
             assert row["ranking"][0] == best and row["chosen"] == row["generations"][best]
     assert readable >= 78  # 0.1 malformed per answer, three answers per row: ~0.1 % unread
+    # The same release as DPO pairs (ranking's first over its last) and as SFT conversations.
+    folder = run_dir(spec, "best-answers") / "judge"
+    pairs = [json.loads(line) for line in (folder / "preference.jsonl").read_text().splitlines()]
+    ranked = [r for r in rows if r["judge_error"] is None and r["generations"][0] != r["generations"][1]]
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [
+        (r["instruction"], r["generations"][r["ranking"][0]], r["generations"][r["ranking"][-1]])
+        for r in ranked
+    ]
+    chats = [json.loads(line)["messages"] for line in (folder / "chat.jsonl").read_text().splitlines()]
+    assert chats == [
+        [{"role": "user", "content": r["instruction"]}, {"role": "assistant", "content": r["chosen"]}]
+        for r in rows
+        if r["chosen"]
+    ]
     state = run_states(spec, kafka)["best-answers"]
     assert state["dead_letters"] == {}
     # A answered the 80 prompts and every judge request, B the 80 prompts; the only requests

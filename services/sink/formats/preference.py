@@ -13,6 +13,11 @@ Rows give no pair, and are counted in the release record by reason, when:
 - `same_text`: the best and the worst candidate are the same text;
 - `mismatched`: the two lists differ in length (a judge that lost a score).
 
+A pairwise judge gives a `ranking` (candidate indexes, best first) instead of scores: with
+`ranking: <field>` a candidate's score is its place counted from the worst (the best of n
+scores n, the worst 1; a candidate the ranking leaves out is unscored), so `chosen` is the
+ranking's first and `rejected` its last.
+
 `style: text` writes `{"prompt", "chosen", "rejected", "score_chosen", "score_rejected"}` (plus
 `system` when set); `style: chat` writes the conversational form: `prompt` a list of messages,
 `chosen`/`rejected` each a one-message assistant list.
@@ -40,6 +45,8 @@ class PreferenceOptions(FormatOptions):
     candidates: str = "generations"
     #: the field holding the list of their scores (one per candidate, same order)
     scores: str = "scores"
+    #: instead of scores: the field holding a ranking (candidate indexes, best first)
+    ranking: str | None = None
     system: str | None = None
     style: Literal["text", "chat"] = "text"
     file: str = Field("preference.jsonl", pattern=r"^[\w.-]+\.jsonl$")
@@ -73,6 +80,19 @@ def best_and_worst(candidates: Any, scores: Any) -> Pair | str:
     return chosen, rejected
 
 
+def scores_from_ranking(ranking: Any, count: int) -> list[float | None] | None:
+    """Scores by place in `ranking` (best of n scores n); None for a ranking that is not a list
+    of distinct indexes of the `count` candidates (a judge's unreadable verdict)."""
+    if not isinstance(ranking, list) or not all(type(i) is int and 0 <= i < count for i in ranking):
+        return None
+    if len(set(ranking)) != len(ranking):
+        return None
+    scores: list[float | None] = [None] * count
+    for place, index in enumerate(ranking):
+        scores[index] = float(len(ranking) - place)
+    return scores
+
+
 class PreferenceFormat(SinkFormat):
     name: ClassVar[str] = "preference"
     Options: ClassVar[type[FormatOptions]] = PreferenceOptions
@@ -85,33 +105,42 @@ class PreferenceFormat(SinkFormat):
 
     def reads(self) -> set[str]:
         o = self.pref
-        return {o.candidates, o.scores, *fields_of(o.prompt), *(fields_of(o.system) if o.system else ())}
+        scored_by = o.ranking if o.ranking is not None else o.scores
+        return {o.candidates, scored_by, *fields_of(o.prompt), *(fields_of(o.system) if o.system else ())}
 
     def record(self, row: dict[str, Any]) -> dict[str, Any] | str:
         o = self.pref
         prompt = text_of(o.prompt, row)
         if not prompt:
             return "no prompt"
-        pair = best_and_worst(row.get(o.candidates), row.get(o.scores))
+        candidates = row.get(o.candidates)
+        if o.ranking is None:
+            scores = row.get(o.scores)
+        else:
+            count = len(candidates) if isinstance(candidates, list) else 0
+            scores = scores_from_ranking(row.get(o.ranking), count)
+            if scores is None:
+                return "mismatched"
+        pair = best_and_worst(candidates, scores)
         if isinstance(pair, str):
             return pair
         (chosen, score_chosen), (rejected, score_rejected) = pair
         system = text_of(o.system, row) if o.system else None
-        scores = {"score_chosen": score_chosen, "score_rejected": score_rejected}
+        pair_scores = {"score_chosen": score_chosen, "score_rejected": score_rejected}
         if o.style == "chat":
             turns = [{"role": "system", "content": system}] if system else []
             return {
                 "prompt": [*turns, {"role": "user", "content": prompt}],
                 "chosen": [{"role": "assistant", "content": chosen}],
                 "rejected": [{"role": "assistant", "content": rejected}],
-                **scores,
+                **pair_scores,
             }
         return {
             **({"system": system} if system else {}),
             "prompt": prompt,
             "chosen": chosen,
             "rejected": rejected,
-            **scores,
+            **pair_scores,
         }
 
     def write_part(self, rows: PartRows, folder: Path) -> Written:

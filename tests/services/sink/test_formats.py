@@ -202,6 +202,24 @@ def test_preference_in_chat_style(tmp_path: Path) -> None:
     ]
 
 
+def test_preference_pairs_from_a_pairwise_judges_ranking(tmp_path: Path) -> None:
+    rows: list[dict[str, Any]] = [
+        {"source_index": 0, "q": "a?", "generations": ["x", "y", "z"], "ranking": [2, 0, 1]},
+        {"source_index": 1, "q": "b?", "generations": ["x", "y"], "ranking": [1, 0]},
+        {"source_index": 2, "q": "c?", "generations": ["x", "y"], "ranking": []},  # unreadable verdict
+        {"source_index": 3, "q": "d?", "generations": ["x", "y"], "ranking": [0, 0]},  # not a ranking
+        {"source_index": 4, "q": "e?", "generations": ["x", "y"], "ranking": [0, 5]},  # out of range
+    ]
+    fmt = build_format("preference", {"prompt": "q", "ranking": "ranking"})
+    assert fmt.reads() == {"generations", "ranking", "q"}
+    written = fmt.write_part(_merged(tmp_path / "s", rows), tmp_path)
+    assert _jsonl(tmp_path / "preference.jsonl") == [
+        {"prompt": "a?", "chosen": "z", "rejected": "y", "score_chosen": 3.0, "score_rejected": 1.0},
+        {"prompt": "b?", "chosen": "y", "rejected": "x", "score_chosen": 2.0, "score_rejected": 1.0},
+    ]
+    assert written.notes["preference.jsonl"] == {"rows": 2, "skipped": {"mismatched": 2, "single": 1}}
+
+
 def test_best_and_worst_ignore_unscored_and_non_numeric_candidates() -> None:
     assert best_and_worst(["a", "b", "c"], [True, 0.3, float("nan")]) == "single"
     assert best_and_worst(["a", "b", "c"], [2, "9", 1]) == (("a", 2.0), ("c", 1.0))
