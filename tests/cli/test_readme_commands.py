@@ -39,6 +39,12 @@ def test_every_using_it_command_goes_through_the_shim() -> None:
 
 @pytest.mark.parametrize("command", _using_it_commands())
 def test_using_it_command_exists_with_the_options_shown(command: str) -> None:
+    assert_cli_command_exists(command)
+
+
+def assert_cli_command_exists(command: str) -> None:
+    """`command` (`bin/fastdistill ...` as a doc shows it) names a command of the CLI, and every
+    long option it shows is one of that command's (tests/docs checks every doc's commands so)."""
     words = command.split()[1:]
     # The command's words run up to the first placeholder, file, option or alternative.
     path = []
@@ -47,10 +53,10 @@ def test_using_it_command_exists_with_the_options_shown(command: str) -> None:
             break
         path.append(word)
     done = _typed(f"{SHIM} {' '.join(path)} --help")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0, f"`{command}`: {done.stderr}"
     help_text = done.stdout
     for option in re.findall(r"--[a-z][a-z-]*", command):
-        assert option in help_text, f"{option} not in `{' '.join(path)} --help`"
+        assert option in help_text, f"`{command}`: {option} not in `{' '.join(path)} --help`"
 
 
 def test_the_shim_runs_from_the_checkout_root_and_says_when_nothing_is_installed(tmp_path: Path) -> None:
