@@ -56,6 +56,8 @@ class BenchStack:
     bootstrap: str
     batch_size: int = 500
     partitions: int = 4
+    #: operator chaining (the pipeline's `chain:`): "none", one service per step, or "auto"
+    chain: str = "none"
     stack: LocalStack = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class BenchStack:
             "partitions": self.partitions,
             "batch_size": self.batch_size,
             "steps": self.steps,
+            "chain": self.chain,
             # No coordinator runs in the bench: the sink releases as soon as a run has drained.
             "sink": {
                 "output_dir": str(self.workdir / "out"),
@@ -94,7 +97,8 @@ class BenchStack:
     def start(self) -> None:
         self.stack.add_pipeline_services(with_coordinator=False)
         self.stack.start(wait_healthy_s=120)
-        groups = {f"fd.{self.spec.name}.{s.id}": s.instances for s in self.spec.steps}
+        # one consumer group per service: per step, or per chain of steps
+        groups = {f"fd.{self.spec.name}.{s}": self.spec.step(s).instances for s in self.plan.services}
         measure.wait_for_groups(self.admin, groups, timeout_s=120)
 
     def stop(self) -> None:
@@ -146,6 +150,11 @@ class BenchStack:
             run_id, len(rows), finished - started, produced - started, int(released["rows"]), started
         )
 
+    def released_jsonl(self, run_id: str) -> list[Path]:
+        """The JSONL files of a released run's subsets, kept and rejected rows alike."""
+        folder = run_dir(self.spec, run_id)
+        return sorted(p for p in folder.glob("*/data.jsonl") if p.parent.name not in ("hf", "reports"))
+
     def _check_alive(self) -> None:
         dead = self.stack.dead()
         if dead:
@@ -168,8 +177,9 @@ class BenchStack:
             at_end = False
             while not at_end and time.monotonic() < deadline:
                 for msg in consumer.consume(num_messages=500, timeout=0.5):
-                    if msg.error() is not None:
-                        at_end = at_end or msg.error().code() == KafkaError._PARTITION_EOF
+                    err = msg.error()
+                    if err is not None:
+                        at_end = at_end or err.code() == KafkaError._PARTITION_EOF
                         continue
                     _, rec = self.serde.decode(msg.value())
                     if rec["run_id"] != run_id:

@@ -36,9 +36,9 @@ class Sizes:
     latencies: tuple[str, ...] = ("lognormal:200:1.0", "fixed:200")
     concurrencies: tuple[int, ...] = (8, 32, 128)
     scale_instances: tuple[int, ...] = (1, 2, 4)
-    # distilabel at batch 50 moves a few hundred rows/s: 100k rows would take most of the time
-    # budget alone, and its rate is flat in N (per-batch overhead), so it gets fewer rows.
-    distilabel_cpu_rows: dict[int, int] = field(default_factory=lambda: {50: 20_000, 500: 100_000})
+    # The peer on the same rows as the chain (so its rows can be checked against the chain's), at
+    # its best batch size; batch 50 (a few hundred rows/s, 20k rows) is an option, not a default.
+    distilabel_cpu_rows: dict[int, int] = field(default_factory=lambda: {500: 100_000})
     # distilabel's teacher rate is per batch (each waits for its slowest row): 40 batches
     # give a stable mean; more would only cost minutes at c=8.
     distilabel_teacher_batches: int = 40
@@ -50,7 +50,7 @@ QUICK = Sizes(
     teacher_rows=400,
     concurrencies=(8, 32),
     scale_instances=(1, 2),
-    distilabel_cpu_rows={50: 2_000, 500: 10_000},
+    distilabel_cpu_rows={500: 10_000},
     distilabel_teacher_batches=10,
 )
 
@@ -133,6 +133,10 @@ def run_suite(opts: Options) -> dict[str, Any]:
     return results
 
 
+#: the columns the distilabel peer produces: what "the same rows" is checked on
+PEER_COLUMNS = [*chain.SEED_FIELDS, "canonical_input", "sample_id", "keep", "reject_reason"]
+
+
 def _cpu_sections(opts: Options) -> dict[str, Any]:
     sizes, work = opts.sizes, opts.workdir
     records = seeds.generate(sizes.cpu_rows)
@@ -151,58 +155,75 @@ def _cpu_sections(opts: Options) -> dict[str, Any]:
     expected = seeds.unique_count(records) if mode == "drop" else len(records)
     out: dict[str, Any] = {}
     cpu: dict[str, Any] = {"unique_rows": seeds.unique_count(records), "dedup_mode": mode}
-    base = chain.run_cpu_chain(
-        work,
-        opts.bootstrap,
-        rows,
-        warmup,
-        label="cpu",
-        batch_size=sizes.cpu_batch_size,
-        expected_rows=expected,
-        mode=mode,
-    )
-    cpu["fastdistill"] = base
+
+    def run(label: str, layout: str, **kw: Any) -> dict[str, Any]:
+        res = chain.run_cpu_chain(
+            work,
+            opts.bootstrap,
+            rows,
+            warmup,
+            label=label,
+            batch_size=sizes.cpu_batch_size,
+            expected_rows=expected,
+            mode=mode,
+            chain=layout,
+            **kw,
+        )
+        res["load_avg"] = load_avg()
+        return res
+
+    # Both layouts on the same rows: one service per step (the default) and operator chaining.
+    per_step = run("cpu-per-step", "none")
+    chained = run("cpu-chained", "auto", keep_rows=work / "data" / "chained-rows")
+    cpu["fastdistill"] = chained
+    cpu["per_step"] = per_step
     cpu["passthrough"] = run_passthrough(
         opts.bootstrap, _avro_payloads(rows, sizes.cpu_batch_size), len(rows)
     )
+    cpu["passthrough"]["load_avg"] = load_avg()
     log.info("raw passthrough: %.0f rows/s", cpu["passthrough"]["rows_per_s"])
     if opts.distilabel:
         cpu["distilabel"] = []
-        for batch_size, n in sorted(sizes.distilabel_cpu_rows.items()):
+        for batch_size, asked in sorted(sizes.distilabel_cpu_rows.items()):
+            n = min(asked, len(records))
             subset = seeds.write_jsonl(records[:n], work / "data" / f"distilabel-cpu-{n}.jsonl")
-            cpu["distilabel"].append(distilabel_peer.cpu_chain(subset, n, batch_size, work))
+            res = distilabel_peer.cpu_chain(subset, n, batch_size, work)
+            res["load_avg"] = load_avg()
+            if n == len(records):
+                # The very rows the chain released, on the peer's columns.
+                ours = [Path(f) for f in chained["released_files"]]
+                res["same_rows"] = distilabel_peer.compare_rows(Path(res["rows_path"]), ours, PEER_COLUMNS)
+                log.info("distilabel rows vs the chain's: %s", res["same_rows"])
+            cpu["distilabel"].append(res)
     out["cpu_chain"] = cpu
     if "scale" in opts.sections:
-        heavy = chain.heaviest_step(base)
-        scale: dict[str, Any] = {"step": heavy, "runs": []}
+        # The chained layout with every service at 1, 2 and 4 instances (4 partitions a topic).
+        scale: dict[str, Any] = {"layout": "auto", "runs": []}
         for count in sizes.scale_instances:
-            # One instance is exactly scenario 1's configuration: its run is reused.
-            res = base
+            res = chained
             if count != 1:
-                res = chain.run_cpu_chain(
-                    work,
-                    opts.bootstrap,
-                    rows,
-                    warmup,
-                    label=f"scale-{heavy}-{count}",
-                    batch_size=sizes.cpu_batch_size,
-                    instances={heavy: count},
-                    expected_rows=expected,
-                    mode=mode,
-                )
+                heads = {s["id"]: count for s in chain.cpu_steps()}
+                res = run(f"scale-{count}", "auto", instances=heads)
             scale["runs"].append(
                 {
                     "instances": count,
                     "rows_per_s": res["rows_per_s"],
                     "seconds": res["seconds"],
+                    "cpu_us_per_row": res["cpu_us_per_row"],
                     "same_run_as_cpu_chain": count == 1,
                     "cpu_s": {n: s["cpu_s"] for n, s in res["services"].items()},
+                    "load_avg": res["load_avg"],
                 }
             )
         out["scale_out"] = scale
     for leftover in work.glob("bench-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     return out
+
+
+def load_avg() -> list[float]:
+    """The machine's 1/5/15-minute load average, recorded with every figure (a shared machine)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def _teacher_section(opts: Options) -> dict[str, Any]:
