@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from bench import measure
 from bench.measure import ProcessSampler
-from fastdistill.local_stack import SIM_NAME, LocalStack
+from fastdistill.local_stack import SIM_NAME, LocalStack, free_port
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import RELEASED, run_dir
 from fastdistill.topics import pipeline_topics
@@ -97,9 +97,30 @@ class BenchStack:
     def start(self) -> None:
         self.stack.add_pipeline_services(with_coordinator=False)
         self.stack.start(wait_healthy_s=120)
+        self._restart_port_losers()
         # one consumer group per service: per step, or per chain of steps
         groups = {f"fd.{self.spec.name}.{s}": self.spec.step(s).instances for s in self.plan.services}
         measure.wait_for_groups(self.admin, groups, timeout_s=120)
+
+    def _restart_port_losers(self, settle_s: float = 2.0) -> None:
+        """Start again, on a new port, a service that lost its metrics port to another process.
+
+        On a shared machine another process may take a port between `free_port()` and the
+        service's bind; when that process answers /health too, `LocalStack.start` takes the
+        dead service for healthy. A service of ours still alive after `settle_s` bound its port.
+        """
+        time.sleep(settle_s)
+        for _ in range(5):
+            dead = self.stack.dead()
+            if not dead:
+                return
+            for name in dead:
+                svc = self.stack.services[name]
+                svc.port = free_port()
+                svc.env["FD_METRICS_PORT"] = str(svc.port)
+            self.stack.start(dead, wait_healthy_s=120)
+            time.sleep(settle_s)
+        raise RuntimeError(f"services keep exiting at start: {self.stack.dead()}")
 
     def stop(self) -> None:
         self.stack.stop()

@@ -31,11 +31,19 @@ class Sizes:
     cpu_rows: int = 100_000
     cpu_batch_size: int = 500
     warmup_rows: int = 1_000
-    teacher_rows: int = 2_000
+    # 10,000 rows: on 2,000 one slow draw (6.8 s) decided ±8 points of the share of the bound
+    teacher_rows: int = 10_000
     teacher_warmup_rows: int = 16
-    latencies: tuple[str, ...] = ("lognormal:200:1.0", "fixed:200")
-    concurrencies: tuple[int, ...] = (8, 32, 128)
+    latencies: tuple[str, ...] = ("lognormal:200:1.0",)
+    concurrencies: tuple[int, ...] = (32,)
+    # Replay: a first run of this many rows through the teacher (a fast simulator, many slots:
+    # what is measured is the replay, answered from the generation cache), then the same seeds
+    # under a new run id.
+    replay_rows: int = 100_000
+    replay_latency: str = "fixed:1"
+    replay_concurrency: int = 128
     scale_instances: tuple[int, ...] = (1, 2, 4)
+    million_rows: int = 1_000_000
     # The peer on the same rows as the chain (so its rows can be checked against the chain's), at
     # its best batch size; batch 50 (a few hundred rows/s, 20k rows) is an option, not a default.
     distilabel_cpu_rows: dict[int, int] = field(default_factory=lambda: {500: 100_000})
@@ -48,8 +56,9 @@ QUICK = Sizes(
     cpu_rows=10_000,
     warmup_rows=200,
     teacher_rows=400,
-    concurrencies=(8, 32),
+    replay_rows=2_000,
     scale_instances=(1, 2),
+    million_rows=20_000,
     distilabel_cpu_rows={500: 10_000},
     distilabel_teacher_batches=10,
 )
@@ -61,7 +70,9 @@ class Options:
     bootstrap: str
     workdir: Path
     distilabel: bool = True
-    sections: tuple[str, ...] = ("cpu", "teacher", "scale")
+    sections: tuple[str, ...] = ("cpu", "teacher", "replay", "scale", "million")
+    #: the CPU chain's layouts: "none" (one service per step) and "auto" (chained)
+    layouts: tuple[str, ...] = ("none", "auto")
 
 
 def environment(bootstrap: str) -> dict[str, Any]:
@@ -128,6 +139,10 @@ def run_suite(opts: Options) -> dict[str, Any]:
         results |= _cpu_sections(opts)
     if "teacher" in opts.sections:
         results["teacher"] = _teacher_section(opts)
+    if "replay" in opts.sections:
+        results["replay"] = _replay_section(opts)
+    if "million" in opts.sections:
+        results["million"] = _million_section(opts)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
     shutil.rmtree(work / "data", ignore_errors=True)
     return results
@@ -173,10 +188,10 @@ def _cpu_sections(opts: Options) -> dict[str, Any]:
         return res
 
     # Both layouts on the same rows: one service per step (the default) and operator chaining.
-    per_step = run("cpu-per-step", "none")
+    if "none" in opts.layouts:
+        cpu["per_step"] = run("cpu-per-step", "none")
     chained = run("cpu-chained", "auto", keep_rows=work / "data" / "chained-rows")
     cpu["fastdistill"] = chained
-    cpu["per_step"] = per_step
     cpu["passthrough"] = run_passthrough(
         opts.bootstrap, _avro_payloads(rows, sizes.cpu_batch_size), len(rows)
     )
@@ -240,7 +255,6 @@ def _teacher_section(opts: Options) -> dict[str, Any]:
         ),
         "warmup",
     )
-    replay_at = (sizes.latencies[0], 32 if 32 in sizes.concurrencies else sizes.concurrencies[0])
     runs: list[dict[str, Any]] = []
     for latency in sizes.latencies:
         for c in sizes.concurrencies:
@@ -252,8 +266,8 @@ def _teacher_section(opts: Options) -> dict[str, Any]:
                 warmup,
                 latency=latency,
                 concurrency=c,
-                replay=(latency, c) == replay_at,
             )
+            ours["load_avg"] = load_avg()
             entry: dict[str, Any] = {"latency": latency, "concurrency": c, "fastdistill": ours}
             if opts.distilabel:
                 entry["distilabel"] = _distilabel_teacher(opts, book, rows, latency, c)
@@ -263,7 +277,89 @@ def _teacher_section(opts: Options) -> dict[str, Any]:
             runs.append(entry)
     for leftover in work.glob("bench-teacher-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    return {"runs": runs, "replay_of": {"latency": replay_at[0], "concurrency": replay_at[1]}}
+    return {"runs": runs}
+
+
+def _replay_section(opts: Options) -> dict[str, Any]:
+    """A run of `replay_rows` through the teacher, then the same seeds under a new run id."""
+    sizes, work = opts.sizes, opts.workdir
+    records = seeds.generate(sizes.replay_rows, duplicate_rate=0.0, prefix="replay")
+    book = seeds.write_jsonl(records, work / "data" / "replay-seeds.jsonl")
+    rows = seeds.load_rows(book, "measured")
+    warmup = seeds.load_rows(
+        seeds.write_jsonl(
+            seeds.generate(
+                sizes.teacher_warmup_rows, duplicate_rate=0.0, seed=1, prefix="warmup", offset=10**7
+            ),
+            work / "data" / "replay-warmup.jsonl",
+        ),
+        "warmup",
+    )
+    first = teacher.run_teacher(
+        work,
+        opts.bootstrap,
+        book,
+        rows,
+        warmup,
+        latency=sizes.replay_latency,
+        concurrency=sizes.replay_concurrency,
+        replay=True,
+        # a replay is throughput: the CPU chain's batches, canonicalize and hash in one service
+        batch_size=sizes.cpu_batch_size,
+        chain="auto",
+    )
+    replay = first.pop("replay")
+    replay["load_avg"] = load_avg()
+    log.info(
+        "replay of %d rows: %.0f rows/s, %d teacher requests",
+        replay["rows"],
+        replay["rows_per_s"],
+        replay["teacher_requests"],
+    )
+    for leftover in work.glob("bench-teacher-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return {
+        "latency": sizes.replay_latency,
+        "concurrency": sizes.replay_concurrency,
+        "layout": "auto",
+        "batch_size": sizes.cpu_batch_size,
+        "first": {
+            k: first[k]
+            for k in ("rows", "released_rows", "seconds", "rows_per_s", "server", "cpu_s", "stage_timeline")
+        },
+        "replay": replay,
+    }
+
+
+def _million_section(opts: Options) -> dict[str, Any]:
+    """The chained CPU chain on `million_rows`: peak RSS of every service process."""
+    sizes, work = opts.sizes, opts.workdir
+    records = seeds.generate(sizes.million_rows, prefix="million")
+    expected = seeds.unique_count(records)
+    rows = seeds.load_rows(seeds.write_jsonl(records, work / "data" / "million-seeds.jsonl"), "measured")
+    del records
+    warmup = seeds.load_rows(
+        seeds.write_jsonl(
+            seeds.generate(sizes.warmup_rows, seed=1, prefix="warmup", offset=10**8),
+            work / "data" / "million-warmup.jsonl",
+        ),
+        "warmup",
+    )
+    res = chain.run_cpu_chain(
+        work,
+        opts.bootstrap,
+        rows,
+        warmup,
+        label="million",
+        batch_size=sizes.cpu_batch_size,
+        expected_rows=expected,
+        mode=chain.dedup_mode(),
+        chain="auto",
+    )
+    res["load_avg"] = load_avg()
+    for leftover in work.glob("bench-million-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return res
 
 
 def _distilabel_teacher(
@@ -277,10 +373,12 @@ def _distilabel_teacher(
         res["server"] = window.close(res["seconds"])
     finally:
         sim.close()
-    bound = concurrency / (teacher.mean_latency_ms(latency) / 1000)
+    # the bound on the draws of the rows it was given, as FastDistill's
+    res["drawn_latency_ms"] = round(teacher.drawn_latency_ms(rows[:n], latency), 1)
+    bound = concurrency / (res["drawn_latency_ms"] / 1000)
     res["bound_rows_per_s"] = round(bound, 2)
     res["ratio_to_bound"] = round(res["rows_per_s"] / bound, 3)
-    res["drawn_latency_ms"] = round(teacher.drawn_latency_ms(rows[:n], latency), 1)
+    res["load_avg"] = load_avg()
     log.info(
         "distilabel teacher %s batch %d: %.1f rows/s = %.0f%% of bound",
         latency,
