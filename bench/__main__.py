@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         layouts=args.layouts,
         sections=tuple(s for s in args.only if not (args.no_million and s == "million")),
     )
-    results = run_suite(opts)
+    results = run_suite(opts, checkpoint=args.workdir / "partial.json")
     results["quick"] = args.quick
     if args.out is None:
         args.out = args.workdir / "quick.json" if args.quick else REPO / "bench" / "results" / "latest.json"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -126,7 +127,9 @@ def _avro_payloads(rows: list[dict[str, Any]], batch_size: int) -> list[bytes]:
     return out
 
 
-def run_suite(opts: Options) -> dict[str, Any]:
+def run_suite(opts: Options, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Every section in turn; with `checkpoint`, the results so far are written there after each
+    (a late failure, e.g. a timeout in the 1M-row run, keeps what was measured before it)."""
     sizes = opts.sizes
     work = opts.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -137,13 +140,17 @@ def run_suite(opts: Options) -> dict[str, Any]:
         distilabel_peer.ensure_venv()
     if "cpu" in opts.sections or "scale" in opts.sections:
         results |= _cpu_sections(opts)
+        _checkpoint(checkpoint, results, started)
     if "teacher" in opts.sections:
         results["teacher"] = _teacher_section(opts)
+        _checkpoint(checkpoint, results, started)
     if "replay" in opts.sections:
         results["replay"] = _replay_section(opts)
+        _checkpoint(checkpoint, results, started)
     if "million" in opts.sections:
         results["million"] = _million_section(opts)
     results["bench_seconds"] = round(time.monotonic() - started, 1)
+    results["load_avg_at_end"] = load_avg()
     shutil.rmtree(work / "data", ignore_errors=True)
     return results
 
@@ -234,6 +241,13 @@ def _cpu_sections(opts: Options) -> dict[str, Any]:
     for leftover in work.glob("bench-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     return out
+
+
+def _checkpoint(path: Path | None, results: dict[str, Any], started: float) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = results | {"bench_seconds": round(time.monotonic() - started, 1), "partial": True}
+        path.write_text(json.dumps(partial, indent=2) + "\n")
 
 
 def load_avg() -> list[float]:
