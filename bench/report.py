@@ -549,7 +549,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"- software: Python {env['python']}, confluent-kafka {env['confluent_kafka']} "
         f"(librdkafka {env['librdkafka']}), Apache Kafka 4.1.1 at {env['broker']}",
         f"- commit: {env['commit']}{' (with uncommitted changes)' if env['dirty'] else ''}; "
-        f"load average at start {env['load_avg_at_start']}; whole bench {results['bench_seconds']:.0f} s",
+        f"load average (1/5/15 min) at start {env['load_avg_at_start']}, at end "
+        f"{results.get('load_avg_at_end', '-')}; whole bench {results['bench_seconds']:.0f} s",
         "",
     ]
     for note in notes(results):
