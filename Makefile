@@ -47,8 +47,9 @@ typecheck: install
 lint-imports: install
 	$(BIN)/lint-imports
 
+# Every scenario, the 1,000,000-row run included; `make bench BENCH_ARGS=--no-million` leaves it out.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 # 20 SIGKILLs, a broker restart, 2 broker SIGKILLs, a stopped backpressured step, a woken zombie,
 # a burst of joins and 20% teacher faults against a fault-free run (docs/chaos.md).

@@ -1,7 +1,8 @@
 """`python -m bench`: every benchmark in one run; prints the table of ratios and targets and
 writes `bench/results/latest.json` and `docs/benchmarks.md`.
 
-    python -m bench                 # the full run (< 20 min on 2 cores)
+    python -m bench                 # the full run, 1,000,000 rows included
+    python -m bench --no-million    # without the 1,000,000-row run
     python -m bench --quick         # small N, for development
     python -m bench --cpu-rows 2000 --teacher-rows 200 --skip-distilabel --out X.json --docs X.md
 """
@@ -41,12 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small N for development")
     parser.add_argument("--skip-distilabel", action="store_true", help="leave the distilabel peer out")
-    parser.add_argument("--only", type=_csv, default=("cpu", "teacher", "scale"), help="cpu,teacher,scale")
+    parser.add_argument(
+        "--only",
+        type=_csv,
+        default=("cpu", "teacher", "replay", "scale", "million"),
+        help="sections to run, of cpu,teacher,replay,scale,million",
+    )
+    parser.add_argument(
+        "--layouts",
+        type=_csv,
+        default=("none", "auto"),
+        help="CPU chain layouts: none (per step), auto (chained)",
+    )
+    parser.add_argument("--no-million", action="store_true", help="leave the 1,000,000-row run out")
     parser.add_argument("--cpu-rows", type=int)
     parser.add_argument("--teacher-rows", type=int)
     parser.add_argument("--concurrency", type=_csv, help="teacher concurrencies, e.g. 8,32,128")
     parser.add_argument("--latency", type=_csv, help="e.g. lognormal:200:1.0,fixed:200")
-    parser.add_argument("--scale", type=_csv, help="instance counts of the heaviest step, e.g. 1,2,4")
+    parser.add_argument("--scale", type=_csv, help="instances of every chained service, e.g. 1,2,4")
+    parser.add_argument("--replay-rows", type=int)
+    parser.add_argument("--million-rows", type=int)
     # --quick numbers are not comparable, so by default they stay out of the committed files.
     parser.add_argument("--out", type=Path, help="default bench/results/latest.json (--quick: .cache/bench/)")
     parser.add_argument("--docs", type=Path, help="default docs/benchmarks.md (--quick: .cache/bench/)")
@@ -77,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides["latencies"] = args.latency
     if args.scale:
         overrides["scale_instances"] = tuple(int(c) for c in args.scale)
+    if args.replay_rows:
+        overrides["replay_rows"] = args.replay_rows
+    if args.million_rows:
+        overrides["million_rows"] = args.million_rows
     sizes = dataclasses.replace(sizes, **overrides)  # type: ignore[arg-type]
 
     opts = Options(
@@ -84,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap=_bootstrap(),
         workdir=args.workdir,
         distilabel=not args.skip_distilabel,
-        sections=args.only,
+        layouts=args.layouts,
+        sections=tuple(s for s in args.only if not (args.no_million and s == "million")),
     )
-    results = run_suite(opts)
+    results = run_suite(opts, checkpoint=args.workdir / "partial.json")
     results["quick"] = args.quick
     if args.out is None:
         args.out = args.workdir / "quick.json" if args.quick else REPO / "bench" / "results" / "latest.json"

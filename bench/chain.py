@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +78,13 @@ def run_cpu_chain(
     instances: dict[str, int] | None = None,
     expected_rows: int | None = None,
     mode: str = "drop",
+    chain: str = "none",
+    keep_rows: Path | None = None,
 ) -> dict[str, Any]:
+    """One measured run of the chain; with `keep_rows`, the released JSONL files are copied
+    there (the peer's rows are checked against them)."""
     steps = cpu_steps(instances, mode)
-    bench = BenchStack(workdir, f"bench-{label}", steps, bootstrap, batch_size=batch_size)
+    bench = BenchStack(workdir, f"bench-{label}", steps, bootstrap, batch_size=batch_size, chain=chain)
     try:
         bench.start()
         # A warm-up run: every service has joined its group, opened its transactions and
@@ -91,6 +96,11 @@ def run_cpu_chain(
         procs = sampler.stop()
         latency = bench.batch_latency()
         timeline = bench.stage_timeline("measured", timing.started)
+        kept: list[str] = []
+        if keep_rows is not None:
+            keep_rows.mkdir(parents=True, exist_ok=True)
+            for i, path in enumerate(bench.released_jsonl("measured")):
+                kept.append(str(shutil.copy(path, keep_rows / f"{i}-{path.parent.name}.jsonl")))
     finally:
         bench.stop()
     if expected_rows is not None and timing.released_rows != expected_rows:
@@ -108,7 +118,10 @@ def run_cpu_chain(
             "cpu_s": round(st.cpu_s, 2),
             "cpu_share": round(st.cpu_s / timing.seconds, 3),
         }
+    cpu_all = sum(s["cpu_s"] for s in services.values()) + (broker.cpu_s if broker else 0.0)
     result = {
+        "layout": chain,
+        "service_count": len(services),
         "rows": timing.rows,
         "released_rows": timing.released_rows,
         "seconds": round(timing.seconds, 3),
@@ -119,14 +132,18 @@ def run_cpu_chain(
         "dedup_mode": mode,
         "services": services,
         "broker_cpu_s": round(broker.cpu_s, 2) if broker else None,
+        # every service process and the broker, over the measured run
+        "cpu_us_per_row": round(cpu_all / timing.rows * 1e6, 1),
+        "released_files": kept,
         "stage_timeline": timeline,
     }
-    log.info("%s: %.0f rows/s (%d rows in %.2fs)", label, timing.rows_per_s, timing.rows, timing.seconds)
+    log.info(
+        "%s (chain: %s): %.0f rows/s (%d rows in %.2fs), %.0f us CPU a row",
+        label,
+        chain,
+        timing.rows_per_s,
+        timing.rows,
+        timing.seconds,
+        result["cpu_us_per_row"],
+    )
     return result
-
-
-def heaviest_step(result: dict[str, Any]) -> str:
-    """The pipeline step (not the sink) that used the most CPU per row."""
-    steps = {s["id"] for s in cpu_steps()}
-    cpu = {name: svc["cpu_s"] for name, svc in result["services"].items() if name in steps}
-    return max(cpu, key=lambda n: cpu[n])

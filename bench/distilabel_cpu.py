@@ -1,6 +1,6 @@
 """The CPU chain as a distilabel 1.5.3 local pipeline (run with the bench's distilabel venv).
 
-    python bench/distilabel_cpu.py SEEDS.jsonl --batch-size 50 --marks DIR --cache DIR
+    python bench/distilabel_cpu.py SEEDS.jsonl --batch-size 50 --marks DIR --cache DIR [--rows-out F]
 
 Same logic as the FastDistill steps: canonical JSON of the seed fields (sorted keys, ASCII,
 compact), SHA-256 of `task_id|canonical_input` (each part canonical JSON), first sample_id
@@ -9,6 +9,9 @@ wins, and a length rule on gold_sql that never drops. Prints one JSON line with 
 Timing is generous to distilabel: from the moment its generator hands out the first batch to
 the moment its last step finishes the last batch, so its process start-up and the final
 dataset assembly are left out (FastDistill's own figure includes producing and the sink).
+Beside it: the whole `pipeline.run()`, and each batch's finish time at the last step (the
+bench's steady-state rate). `--rows-out` writes the rows it produced, for the bench to check
+they are FastDistill's.
 """
 
 # No `from __future__ import annotations`: distilabel reads `process` annotations at runtime.
@@ -107,6 +110,8 @@ class RuleFilter(Step):  # type: ignore[misc]
             row["reject_reason"] = reason
         # distilabel takes one `next()` of this generator: nothing after the yield would run.
         mark(self.marks, "last")
+        with open(Path(self.marks, "progress"), "a") as fh:
+            fh.write(f"{time.time()!r} {len(inputs)}\n")
         yield inputs
 
 
@@ -116,6 +121,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, required=True)
     parser.add_argument("--marks", required=True)
     parser.add_argument("--cache", required=True)
+    parser.add_argument("--rows-out")
     args = parser.parse_args()
     os.makedirs(args.marks, exist_ok=True)
     bs = args.batch_size
@@ -132,6 +138,13 @@ def main() -> None:
     first = float(Path(args.marks, "first").read_text())
     last = float(Path(args.marks, "last").read_text())
     rows = sum(len(split) for config in distiset.values() for split in config.values())
+    progress = [line.split() for line in Path(args.marks, "progress").read_text().splitlines()]
+    if args.rows_out:
+        with open(args.rows_out, "w", encoding="utf-8") as fh:
+            for config in distiset.values():
+                for split in config.values():
+                    for row in split:
+                        fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     print(
         json.dumps(
             {
@@ -139,6 +152,7 @@ def main() -> None:
                 "seconds": last - first,
                 "run_seconds": returned - started,
                 "startup_seconds": first - started,
+                "progress": [[float(t), int(n)] for t, n in progress],
             }
         ),
         flush=True,

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from bench import measure
 from bench.measure import ProcessSampler
-from fastdistill.local_stack import SIM_NAME, LocalStack
+from fastdistill.local_stack import SIM_NAME, LocalStack, free_port
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import RELEASED, run_dir
 from fastdistill.topics import pipeline_topics
@@ -56,6 +56,8 @@ class BenchStack:
     bootstrap: str
     batch_size: int = 500
     partitions: int = 4
+    #: operator chaining (the pipeline's `chain:`): "none", one service per step, or "auto"
+    chain: str = "none"
     stack: LocalStack = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,6 +69,7 @@ class BenchStack:
             "partitions": self.partitions,
             "batch_size": self.batch_size,
             "steps": self.steps,
+            "chain": self.chain,
             # No coordinator runs in the bench: the sink releases as soon as a run has drained.
             "sink": {
                 "output_dir": str(self.workdir / "out"),
@@ -94,8 +97,30 @@ class BenchStack:
     def start(self) -> None:
         self.stack.add_pipeline_services(with_coordinator=False)
         self.stack.start(wait_healthy_s=120)
-        groups = {f"fd.{self.spec.name}.{s.id}": s.instances for s in self.spec.steps}
+        self._restart_port_losers()
+        # one consumer group per service: per step, or per chain of steps
+        groups = {f"fd.{self.spec.name}.{s}": self.spec.step(s).instances for s in self.plan.services}
         measure.wait_for_groups(self.admin, groups, timeout_s=120)
+
+    def _restart_port_losers(self, settle_s: float = 2.0) -> None:
+        """Start again, on a new port, a service that lost its metrics port to another process.
+
+        On a shared machine another process may take a port between `free_port()` and the
+        service's bind; when that process answers /health too, `LocalStack.start` takes the
+        dead service for healthy. A service of ours still alive after `settle_s` bound its port.
+        """
+        time.sleep(settle_s)
+        for _ in range(5):
+            dead = self.stack.dead()
+            if not dead:
+                return
+            for name in dead:
+                svc = self.stack.services[name]
+                svc.port = free_port()
+                svc.env["FD_METRICS_PORT"] = str(svc.port)
+            self.stack.start(dead, wait_healthy_s=120)
+            time.sleep(settle_s)
+        raise RuntimeError(f"services keep exiting at start: {self.stack.dead()}")
 
     def stop(self) -> None:
         self.stack.stop()
@@ -125,8 +150,13 @@ class BenchStack:
         return ProcessSampler(pids)
 
     # -- runs ----------------------------------------------------------------------------------------
-    def run(self, rows: list[Row], run_id: str, timeout_s: float = 600) -> RunTiming:
-        """From the start of producing the seeds to the sink's RELEASED.json (its mtime)."""
+    def run(self, rows: list[Row], run_id: str, timeout_s: float | None = None) -> RunTiming:
+        """From the start of producing the seeds to the sink's RELEASED.json (its mtime).
+
+        The default deadline grows with the run: 10 min plus 10 ms a row (a 100k-row first run
+        through the teacher takes > 10 min of teacher CPU on a loaded 2-core machine)."""
+        if timeout_s is None:
+            timeout_s = 600 + len(rows) / 100
         started = time.time()
         produce_run(
             self.kafka,
@@ -145,6 +175,11 @@ class BenchStack:
         return RunTiming(
             run_id, len(rows), finished - started, produced - started, int(released["rows"]), started
         )
+
+    def released_jsonl(self, run_id: str) -> list[Path]:
+        """The JSONL files of a released run's subsets, kept and rejected rows alike."""
+        folder = run_dir(self.spec, run_id)
+        return sorted(p for p in folder.glob("*/data.jsonl") if p.parent.name not in ("hf", "reports"))
 
     def _check_alive(self) -> None:
         dead = self.stack.dead()
@@ -168,8 +203,9 @@ class BenchStack:
             at_end = False
             while not at_end and time.monotonic() < deadline:
                 for msg in consumer.consume(num_messages=500, timeout=0.5):
-                    if msg.error() is not None:
-                        at_end = at_end or msg.error().code() == KafkaError._PARTITION_EOF
+                    err = msg.error()
+                    if err is not None:
+                        at_end = at_end or err.code() == KafkaError._PARTITION_EOF
                         continue
                     _, rec = self.serde.decode(msg.value())
                     if rec["run_id"] != run_id:

@@ -22,46 +22,76 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.kafka
 def test_small_bench_run_writes_sane_results(tmp_path: Path, kafka_bootstrap: str) -> None:
+    # One chained CPU stack: the harness end to end in < 30 s (the replay's invariant, 0 teacher
+    # requests, is the generation cache's e2e tests' business; `make bench` checks it again).
     out, docs = tmp_path / "latest.json", tmp_path / "benchmarks.md"
-    cmd = [sys.executable, "-m", "bench", "--skip-distilabel", "--cpu-rows", "2000", "--teacher-rows", "200"]
-    cmd += ["--concurrency", "32", "--latency", "fixed:20", "--scale", "1,2"]
+    cmd = [sys.executable, "-m", "bench", "--skip-distilabel", "--only", "cpu", "--layouts", "auto"]
+    cmd += ["--cpu-rows", "1000"]
     cmd += ["--out", str(out), "--docs", str(docs), "--workdir", str(tmp_path / "work")]
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     results = json.loads(out.read_text())
 
     assert results["environment"]["cores"] == os.cpu_count()
     cpu = results["cpu_chain"]
     ours = cpu["fastdistill"]
-    assert ours["rows"] == 2000 and ours["rows_per_s"] > 0
-    expected = cpu["unique_rows"] if cpu["dedup_mode"] == "drop" else 2000
-    assert ours["released_rows"] == expected
-    assert set(ours["services"]) == {"canonicalize", "hash", "dedup", "rule_filter", "sink"}
+    assert ours["layout"] == "auto" and ours["rows"] == 1000 and ours["rows_per_s"] > 0
+    assert ours["released_rows"] == cpu["unique_rows"] < 1000  # dedup dropped the copies
+    # chained: canonicalize+hash and dedup+rule_filter, each one process
+    assert set(ours["services"]) == {"canonicalize", "dedup", "sink"}
     for name, svc in ours["services"].items():
         assert svc["rss_hwm_mb"] > 10 and svc["cpu_s"] >= 0, name
         if name != "sink":
             assert svc["batches"] > 0 and 0 < svc["p50_batch_ms"] <= svc["p95_batch_ms"], name
+    assert ours["cpu_us_per_row"] > 0 and len(ours["load_avg"]) == 3
+    # every stage still reports its commits through progress records, chained or not
     assert set(ours["stage_timeline"]) == {"canonicalize", "hash", "dedup", "rule_filter"}
-    assert cpu["passthrough"]["rows"] == 2000 and cpu["passthrough"]["rows_per_s"] > 0
-
-    (run,) = results["teacher"]["runs"]
-    teacher = run["fastdistill"]
-    assert teacher["released_rows"] == 200
-    assert teacher["server"]["requests"] == 200  # one request per row, no fault injected
-    assert teacher["bound_rows_per_s"] == pytest.approx(32 / 0.020)
-    assert 0 < teacher["ratio_to_bound"] <= 1.05
-    assert teacher["replay"]["teacher_requests"] == 0
-    assert teacher["replay"]["released_rows"] == 200
-
-    assert [r["instances"] for r in results["scale_out"]["runs"]] == [1, 2]
-    assert all(r["rows_per_s"] > 0 for r in results["scale_out"]["runs"])
+    assert cpu["passthrough"]["rows"] == 1000 and cpu["passthrough"]["rows_per_s"] > 0
 
     text = docs.read_text()
     assert "## Targets" in text and results["environment"]["date"] in text
     verdicts = {t.name: t.verdict for t in report.targets(results)}
-    assert verdicts["replay teacher requests"] == "PASS"
+    assert verdicts["CPU per row, all processes (chained)"] in ("PASS", "MISS")
     assert all(v in ("PASS", "MISS", "n/a") for v in verdicts.values())
+
+
+def test_steady_rate_leaves_out_start_up_and_drain() -> None:
+    from bench.distilabel_peer import steady_rate
+
+    # 10 batches of 100 rows: a slow first batch (start-up), then one every 0.1 s, a slow last.
+    times = [5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 9.0]
+    rate = steady_rate([(t, 100) for t in times])
+    # from the batch reaching 10 % (5.0, 100 rows) to the one reaching 90 % (5.8, 900 rows)
+    assert rate == pytest.approx(800 / 0.8)
+    assert steady_rate([(1.0, 100)]) is None
+
+
+def test_rows_compare_on_the_peer_columns_in_order(tmp_path: Path) -> None:
+    from bench.distilabel_peer import compare_rows
+
+    peer = tmp_path / "peer.jsonl"
+    peer.write_text('{"a": 1, "b": {"y": 2, "x": 1}}\n{"a": 2, "b": null}\n')
+    kept, rejected = tmp_path / "kept.jsonl", tmp_path / "rejected.jsonl"
+    # FastDistill's rows carry more columns (and keys in another order): only the peer's count
+    kept.write_text('{"b": {"x": 1, "y": 2}, "a": 1, "extra": 7}\n')
+    rejected.write_text('{"a": 2, "b": null, "rejected_because": "x"}\n')
+    same = compare_rows(peer, [kept, rejected], ["a", "b"])
+    assert same["identical"] and same["same_order"] and same["peer_rows"] == 2
+    rejected.write_text('{"a": 3, "b": null}\n')
+    differ = compare_rows(peer, [kept, rejected], ["a", "b"])
+    assert not differ["identical"] and differ["differing_rows"] == 2
+
+
+def test_the_peer_lock_pins_every_package_and_distilabel_1_5_3() -> None:
+    from bench import distilabel_peer
+
+    pins = distilabel_peer.pins()
+    assert pins["distilabel"] == "1.5.3"
+    # the versions distilabel 1.5.3 shipped against, not today's
+    assert pins["datasets"].startswith("3.") and pins["pandas"].startswith("2.")
+    assert int(pins["pyarrow"].split(".")[0]) <= 19 and pins["pydantic"].startswith("2.10")
+    assert all(v and v[0].isdigit() for v in pins.values())
 
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:
