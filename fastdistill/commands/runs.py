@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -49,7 +50,7 @@ def status(
         time.sleep(0.5)
         states = run_states(spec, kafka)
     if not watch:
-        Console().print(render_status(spec, {run_id: states[run_id]}))
+        Console(width=_width()).print(render_status(spec, {run_id: states[run_id]}))
         return
     with RunDisplay(spec, run_id, kafka, Console()) as display:
         while (display.tick() or states[run_id])["status"] == "running":
@@ -78,3 +79,9 @@ def runs(pipeline: PipelineOpt = None) -> None:
 def register(app: typer.Typer) -> None:
     app.command()(status)
     app.command()(runs)
+
+
+def _width() -> int | None:
+    """The terminal's width; into a pipe or a file, wide enough for the whole table (rich would
+    assume 80 columns and cut stage names short)."""
+    return None if sys.stdout.isatty() else 160
