@@ -94,6 +94,10 @@ def _topic_name(spec: PipelineSpec, topic: str, kafka: KafkaSettings) -> str:
     )
 
 
+#: Offsets read back beyond 2n per partition, for end-of-run markers between the rows.
+MARKER_SLACK = 64
+
+
 def _last_messages(kafka: KafkaSettings, topic: str, n: int) -> list[Message]:
     """The last `n` (or more) committed messages of each partition, oldest first (a batch holds one row or
     more: enough for the last `n` rows, unless many are end-of-run markers)."""
@@ -103,8 +107,10 @@ def _last_messages(kafka: KafkaSettings, topic: str, n: int) -> list[Message]:
         ends = {p: watermarks(reader, TopicPartition(topic, p)) for p in range(count)}
         todo = {p for p, (low, high) in ends.items() if high > low and n}
         # Offsets count transaction markers too (one after each transaction): 2n offsets back
-        # hold at least n messages.
-        reader.assign([TopicPartition(topic, p, max(ends[p][0], ends[p][1] - 2 * n)) for p in sorted(todo)])
+        # hold at least n messages; the last ones of a partition are often a run's end-of-run
+        # markers (one per upstream partition, `-n 1` printed nothing), so MARKER_SLACK more.
+        back = 2 * n + MARKER_SLACK
+        reader.assign([TopicPartition(topic, p, max(ends[p][0], ends[p][1] - back)) for p in sorted(todo)])
         out: list[Message] = []
         deadline = time.monotonic() + 60
         while todo and time.monotonic() < deadline:

@@ -74,6 +74,8 @@ def test_topics_tail_and_down_on_a_stack_up_started(tmp_path: Path, kafka_bootst
         kept = [json.loads(line) for line in cli("tail", "keep_by_score", "-n", "5").stdout.splitlines()]
         assert len(kept) == 5 and all("keep" in r and "teacher_score" in r for r in kept)
         assert cli("tail", "runs", "-n", "1").stdout.count("\n") == 1  # JSON topics too
+        # the last offsets of a stage are end-of-run markers: still one row
+        assert len(cli("tail", "keep_by_score", "-n", "1").stdout.splitlines()) == 1
         wrong = cli("tail", "teacher_x")
         assert wrong.returncode == 1 and len(wrong.stderr.strip().splitlines()) == 2
         assert "no topic 'teacher_x'" in wrong.stderr and "keep_by_score" in wrong.stderr
