@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from services.sql_eval import metrics
-from services.sql_eval.worker import MAX_FRAME_BYTES, Limits, decode_frame, encode_frame
+from services.sql_eval.worker import MAX_FRAME_BYTES, Limits, decode_frame, encode_frame, peak_rss_kb
 
 log = logging.getLogger(__name__)
 
@@ -236,15 +236,8 @@ class WorkerProcess:
         return _exit_cause(code)
 
     def peak_rss_kb(self) -> int | None:
-        """VmHWM from /proc while the process exists (a killed worker cannot report it itself)."""
-        try:
-            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1])
-        except (OSError, ValueError):
-            pass
-        return None
+        """Read from /proc while the process exists (a killed worker cannot report it itself)."""
+        return peak_rss_kb(self.pid)
 
     def kill(self) -> None:
         """SIGKILL, reap, close the pipes. Idempotent; its queue is the pool's to settle."""

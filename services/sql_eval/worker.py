@@ -320,11 +320,12 @@ def limit_process(limits: Limits) -> None:
     conn.close()
 
 
-def _peak_rss_kb() -> int | None:
-    """This process's own peak RSS (VmHWM). Not getrusage's ru_maxrss: Linux carries that across
-    execve, so it would report the peak of the service that forked this worker (1 GiB seen in CI)."""
+def peak_rss_kb(pid: int | None = None) -> int | None:
+    """A process's peak RSS (VmHWM; this one's by default), None once it is gone. Not getrusage's
+    ru_maxrss: Linux carries that across execve, so a worker would report the peak of the
+    service that forked it (1 GiB seen in CI)."""
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as status:
             for line in status:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1])
@@ -353,7 +354,7 @@ def main(argv: list[str]) -> int:
             # forbids), then the process ends as a crash would.
             _write_all(answers, encode_frame({"crash": _cut(f"{type(exc).__name__}: {exc}")}))
             return 70
-        answer = {"signature": signature, "error": error, "rss_kb": _peak_rss_kb(), "recycle": recycle}
+        answer = {"signature": signature, "error": error, "rss_kb": peak_rss_kb(), "recycle": recycle}
         _write_all(answers, encode_frame(answer))
         if recycle:
             return 0
