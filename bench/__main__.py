@@ -10,6 +10,7 @@ writes `bench/results/latest.json` and `docs/benchmarks.md`.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import json
 import logging
@@ -28,10 +29,14 @@ def _bootstrap() -> str:
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     from fastdistill.dev import local_broker
 
-    bootstrap = local_broker.up().bootstrap
+    info = local_broker.up()
+    if info.started:
+        # Nothing a command starts outlives it: a broker left on the default port was taken
+        # for another checkout's by the next test session (it broke a CI run here).
+        atexit.register(local_broker.down, info.port, data_dir=info.data_dir)
     # Services started by the bench find the broker the same way.
-    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    return bootstrap
+    os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
+    return info.bootstrap
 
 
 def _csv(text: str) -> tuple[str, ...]:
