@@ -10,9 +10,19 @@ lists them among its outputs.
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.schemas import load_avsc
 from shared.step import Row
 
 CHILD_FIELDS = ("parent_id", "generation_index", "generation_count")
+
+
+def with_child_fields(avsc: str) -> dict[str, Any]:
+    """A step's Avro record (`avsc`, a path under schemas/) with the child fields appended: the
+    schema of a step that may emit children."""
+    record = load_avsc(avsc)
+    return {**record, "fields": [*record["fields"], *load_avsc("rows/children.avsc")["fields"]]}
 
 
 def child_id(parent_id: object, index: int) -> str:

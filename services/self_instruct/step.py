@@ -21,9 +21,8 @@ from pydantic import Field
 
 from services.llm.step import LLMParams, LLMStep
 from services.llm.templates import Template
-from shared.fanout import CHILD_FIELDS, children
+from shared.fanout import CHILD_FIELDS, children, with_child_fields
 from shared.llm import LLMRequest
-from shared.schemas import load_avsc
 from shared.step import Row, StepParams
 
 PROMPT = """\
@@ -103,13 +102,7 @@ class SelfInstructStep(LLMStep[SelfInstructParams]):
         "completion_tokens",
         *CHILD_FIELDS,
     )
-    schema: ClassVar[dict[str, Any]] = {
-        **load_avsc("steps/self_instruct.avsc"),
-        "fields": [
-            *load_avsc("steps/self_instruct.avsc")["fields"],
-            *load_avsc("rows/children.avsc")["fields"],
-        ],
-    }
+    schema: ClassVar[dict[str, Any]] = with_child_fields("steps/self_instruct.avsc")
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)

@@ -18,9 +18,8 @@ from pydantic import Field, field_validator
 
 from services.llm.step import LLMParams, LLMStep
 from services.llm.templates import Template
-from shared.fanout import CHILD_FIELDS, children
+from shared.fanout import CHILD_FIELDS, children, with_child_fields
 from shared.llm import LLMRequest
-from shared.schemas import load_avsc
 from shared.step import Row, StepParams
 
 DEFAULT_TEMPLATE = "{{ instruction }}"
@@ -55,13 +54,7 @@ class TextGenerationStep(LLMStep[TextGenerationParams]):
         "completion_tokens",
         *CHILD_FIELDS,
     )
-    schema: ClassVar[dict[str, Any]] = {
-        **load_avsc("steps/text_generation.avsc"),
-        "fields": [
-            *load_avsc("steps/text_generation.avsc")["fields"],
-            *load_avsc("rows/children.avsc")["fields"],
-        ],
-    }
+    schema: ClassVar[dict[str, Any]] = with_child_fields("steps/text_generation.avsc")
 
     def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
         super().__init__(params, **kwargs)
