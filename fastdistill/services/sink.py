@@ -46,6 +46,7 @@ from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients
 from shared.kafka.control import ControlView
+from shared.kafka.state import committed_offsets
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
@@ -151,7 +152,7 @@ class SinkService:
                 for topic, stage_input in self.inputs.items():
                     stage_input.partitions = clients.partition_count(self.consumer, topic)
                     assignment += [TopicPartition(topic, p) for p in range(stage_input.partitions)]
-                committed = self.consumer.committed(assignment, timeout=30)
+                committed = committed_offsets(self.consumer, assignment)
                 self.consumer.assign(
                     [
                         TopicPartition(

@@ -25,13 +25,18 @@ class KafkaStateBackend:
         return read_compacted(self.kafka, topic)
 
 
-#: What a partition reports while its leader moves (topic just created, broker restarting).
+#: What a partition or a group reports while its leader or coordinator moves (topic just
+#: created, broker restarting, __consumer_offsets still loading on a fresh broker).
 LEADER_MOVING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
     KafkaError._TIMED_OUT,
     KafkaError._TRANSPORT,
+    KafkaError._WAIT_COORD,
 }
 
 
@@ -52,6 +57,21 @@ def watermarks(client: Consumer, tp: TopicPartition) -> tuple[int, int]:
     """Low and high watermark; retried while a just-created partition gets its leader."""
     low, high = client.get_watermark_offsets(tp, timeout=10)
     return int(low), int(high)
+
+
+@retry(
+    retry=retry_if_exception(_leader_moving),
+    wait=wait_exponential(multiplier=0.1, max=2),
+    stop=stop_after_delay(120),
+    reraise=True,
+)
+def committed_offsets(client: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets of `partitions`; retried while its coordinator moves.
+
+    A broker that has just started (or restarted) answers NOT_COORDINATOR until it has loaded
+    __consumer_offsets: a service starting then must wait for it, not exit.
+    """
+    return list(client.committed(partitions, timeout=10))
 
 
 def read_compacted(kafka: KafkaSettings, topic: str, timeout_s: float = 120.0) -> dict[str, bytes]:
