@@ -40,11 +40,12 @@ from bench.chaos_diagnose import diagnose
 from bench.chaos_faults import Director, Fault, FaultRecord, FaultSettings, plan_faults
 from bench.chaos_flow import FlowWatcher
 from bench.chaos_logs import by_fault
-from bench.chaos_supervisor import Exit, Supervisor, pipeline_services
+from bench.chaos_supervisor import Supervisor, pipeline_services
 from fastdistill.dev import local_broker
 from fastdistill.local_stack import LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import finished, run_dir, run_states
+from fastdistill.supervision import Exit
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings
 from shared.kafka import clients

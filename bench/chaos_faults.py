@@ -34,9 +34,10 @@ from typing import Any
 
 from bench import measure
 from bench.chaos_flow import FlowWatcher
-from bench.chaos_supervisor import Supervisor, exit_reason, log_since, log_size, pipeline_services
+from bench.chaos_supervisor import Supervisor, pipeline_services
 from fastdistill.dev import local_broker
 from fastdistill.local_stack import LocalStack, ServiceProcess, free_port
+from fastdistill.supervision import exit_reason
 
 
 @dataclass(frozen=True, order=True)
@@ -307,7 +308,7 @@ class Director(threading.Thread):
             lambda: bool(health(new.port).get("assigned")) and committed_transactions(new.port) > 0, 120, 0.5
         )
         record.detail["replacement_took_over_after_s"] = None if took_over is None else round(took_over, 1)
-        zombie_from, new_from = log_size(old), log_size(new)
+        zombie_from, new_from = old.log_size(), new.log_size()
         woke = self.settled_at = time.monotonic()
         exits_before = len(self.supervisor.exits)
         old.signal(signal.SIGCONT)
@@ -319,7 +320,7 @@ class Director(threading.Thread):
             )
             old.signal(signal.SIGKILL)
             old.wait(10)
-        zombie_log, new_log = log_since(old, zombie_from), log_since(new, new_from)
+        zombie_log, new_log = old.log_since(zombie_from), new.log_since(new_from)
         if "fenced by a newer instance" in zombie_log:
             ended_by = "its producer fenced (transactional id taken over)"
         elif "times in a minute" in zombie_log:

@@ -20,7 +20,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from bench import measure
 from bench.measure import ProcessSampler
-from fastdistill.local_stack import SIM_NAME, LocalStack, free_port
+from fastdistill.local_stack import SIM_NAME, LocalStack
 from fastdistill.plan import PipelinePlan
 from fastdistill.runs import RELEASED, run_dir
 from fastdistill.topics import pipeline_topics
@@ -115,9 +115,7 @@ class BenchStack:
             if not dead:
                 return
             for name in dead:
-                svc = self.stack.services[name]
-                svc.port = free_port()
-                svc.env["FD_METRICS_PORT"] = str(svc.port)
+                self.stack.services[name].move_port()
             self.stack.start(dead, wait_healthy_s=120)
             time.sleep(settle_s)
         raise RuntimeError(f"services keep exiting at start: {self.stack.dead()}")

@@ -23,6 +23,7 @@ from fastdistill.ingest import read_seeds
 from fastdistill.pipeline_file import load_plan, load_spec
 from fastdistill.plan import PipelinePlan
 from fastdistill.services.step import StepService
+from fastdistill.supervision import Exit, RestartPolicy
 from fastdistill.topics import pipeline_topics
 from shared.config import KafkaSettings, RegistrySettings, ServiceSettings
 from shared.kafka import clients
@@ -499,6 +500,13 @@ def up(
             "as if it said `chain: auto`)"
         ),
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            help="start an exited service again, as compose's `restart: unless-stopped` does; "
+            "one that keeps exiting soon after its start (a crash loop) stops the stack"
+        ),
+    ] = True,
 ) -> None:
     """The whole pipeline locally: broker (unless KAFKA_BOOTSTRAP_SERVERS is set), topics, the
     teacher simulator (unless OPENAI_BASE_URL is set), every service as a process, and Prometheus
@@ -543,7 +551,7 @@ def up(
         started_broker = info if info.started else None
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = info.bootstrap
     record_up(workdir)  # for `fastdistill down`
-    stack = LocalStack(path, workdir)
+    stack = LocalStack(path, workdir, restart_policy=RestartPolicy(on_exit=_print_exit) if restart else None)
     prometheus = None
     result: dict[str, Any] = {}
     try:
@@ -565,9 +573,9 @@ def up(
             prometheus = start_prometheus(config, workdir / "prometheus", prometheus_port)
             console.print(f"prometheus at http://127.0.0.1:{prometheus_port}")
         if seeds is None:
-            while not stack.dead():
+            while not (lost := stack.lost()):
                 time.sleep(1)
-            raise RuntimeError(f"services exited: {stack.dead()}")
+            raise RuntimeError(f"services exited: {lost}")
         run_id = _new_run_id(seeds)
         produce(seeds, path, run_id)
         try:
@@ -590,7 +598,7 @@ def up(
             query = urllib.parse.quote(f'fd_run_stage_rows{{run_id="{run_id}"}}')
             console.print(f"prometheus: http://127.0.0.1:{prometheus_port}/graph?g0.expr={query}&g0.tab=1")
         if not exit_when_done:
-            while not stack.dead():
+            while not stack.lost():
                 time.sleep(1)
     finally:
         if prometheus is not None:
@@ -602,6 +610,12 @@ def up(
             console.print("broker stopped (started by this command; --keep-broker keeps it)")
     if seeds is not None and not result.get("released"):
         raise typer.Exit(EXIT_REJECTED)
+
+
+def _print_exit(exit: Exit) -> None:
+    then = "started again" if exit.restarted else "left down: it keeps exiting soon after its start"
+    said = f"{exit.name} exited (code {exit.code}): {exit.reason}; {then}"
+    console.print(said, style="yellow", markup=False, soft_wrap=True)
 
 
 #: How often `up`'s local Prometheus scrapes the services.

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastdistill.supervision import RestartPolicy
 from shared.pipeline import PipelineSpec
 
 SIM_NAME = "teacher-sim"
@@ -70,6 +71,9 @@ class ServiceProcess:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: monotonic time of its last start, and its log's size then (what it wrote since)
+    started_at: float = 0.0
+    log_offset: int = 0
 
     @property
     def is_simulator(self) -> bool:
@@ -79,8 +83,38 @@ class ServiceProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed with it
+        self.started_at, self.log_offset = time.monotonic(), log.tell()
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        """What its log holds past `offset` (a `log_size()` taken earlier)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_since_start(self) -> str:
+        """What this process wrote to its log since its last start."""
+        return self.log_since(self.log_offset)
+
+    def lost_its_port(self) -> bool:
+        """Exited because another process (another stack, a test's broker) bound its metrics
+        port between `free_port()` and its own bind."""
+        return not self.alive() and "address already in use" in self.log_since_start().lower()
+
+    def move_port(self) -> None:
+        """A new metrics port for its next start (not for a simulator: its URL is the port)."""
+        self.port = free_port()
+        self.env["FD_METRICS_PORT"] = str(self.port)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -127,6 +161,8 @@ class LocalStack:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     services: dict[str, ServiceProcess] = field(default_factory=dict)
+    #: `fastdistill up`'s: exited processes are started again (None: an exit is final)
+    restart_policy: RestartPolicy | None = None
 
     @property
     def spec(self) -> PipelineSpec:
@@ -198,10 +234,8 @@ class LocalStack:
         deadline = time.monotonic() + wait_healthy_s
         for svc in chosen:
             while not svc.healthy():
-                if not svc.alive() and "address already in use" in _tail(svc.log_path, 5).lower():
-                    # Another process (another stack, a test's broker) took the port first.
-                    svc.port = free_port()
-                    svc.env["FD_METRICS_PORT"] = str(svc.port)
+                if svc.lost_its_port():
+                    svc.move_port()
                     svc.start()
                 elif not svc.alive():
                     raise RuntimeError(f"{svc.name} exited: {_tail(svc.log_path)}")
@@ -251,6 +285,14 @@ class LocalStack:
 
     def dead(self) -> list[str]:
         return [n for n, s in self.services.items() if s.proc is not None and not s.alive()]
+
+    def lost(self) -> list[str]:
+        """The processes gone for good: every exited one, or, with a restart policy, those in a
+        crash loop (the policy starts the others again here)."""
+        if self.restart_policy is None:
+            return self.dead()
+        self.restart_policy.revive(self)
+        return list(self.restart_policy.given_up)
 
 
 def _wait_http(url: str, timeout_s: float, svc: ServiceProcess) -> None:

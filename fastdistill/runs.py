@@ -76,8 +76,8 @@ def wait_for_release(
         result = finished(spec, run_id)
         if result is not None:
             return result
-        if stack is not None and stack.dead():
-            raise RuntimeError(f"run {run_id}: services exited before it finished: {stack.dead()}")
+        if stack is not None and (lost := stack.lost()):
+            raise RuntimeError(f"run {run_id}: services exited before it finished: {lost}")
         if on_wait is not None:
             on_wait()
         time.sleep(0.2)

@@ -17,11 +17,18 @@ from fastdistill.pipeline_file import load_spec
 from fastdistill.runs import run_states
 from fastdistill.status_view import latest, render_status, run_line
 from services.coordinator.run_state import RunView
+from shared.config import KafkaSettings
+from shared.kafka import control
+from shared.kafka.topic_end import TopicEndNotReached
 from shared.pipeline import PipelineSpec
 
-#: How long `status --watch RUN` waits for a run nobody has heard of (a run just produced is
-#: published by the coordinator within a second or two) before saying there is none.
-UNKNOWN_RUN_WAIT_S = 3.0
+#: How long `status --watch RUN` waits for a run nobody has heard of before saying there is none:
+#: `produce` in another terminal takes a few seconds to start and commit on a loaded machine, and
+#: the coordinator publishes the run a second or two after that.
+UNKNOWN_RUN_WAIT_S = 10.0
+#: How long it waits for the coordinator to publish a run that was produced (registered on the
+#: control topic): a coordinator that is restarting, or behind, takes that long at most.
+PRODUCED_RUN_WAIT_S = 120.0
 
 PipelineOpt = Annotated[
     Path | None, typer.Option("--pipeline", "-p", help="pipeline YAML (default: FD_PIPELINE)")
@@ -44,9 +51,16 @@ def status(
             Console(stderr=True).print(f"no runs yet in {spec.runs_topic}", highlight=False, soft_wrap=True)
             return
     deadline = time.monotonic() + (UNKNOWN_RUN_WAIT_S if watch else 0)
+    produced = False
     while run_id not in states:
         if time.monotonic() >= deadline:
-            raise UserError(_no_run(spec, run_id), code=1)
+            if produced or not watch or not _registered(spec, kafka, run_id):
+                raise UserError(_no_run(spec, run_id, produced), code=1)
+            produced = True
+            deadline = time.monotonic() + PRODUCED_RUN_WAIT_S
+            Console(stderr=True).print(
+                f"run {run_id!r} is produced; waiting for the coordinator to publish it", highlight=False
+            )
         time.sleep(0.5)
         states = run_states(spec, kafka)
     if not watch:
@@ -57,8 +71,21 @@ def status(
             time.sleep(0.2)
 
 
-def _no_run(spec: PipelineSpec, run_id: str) -> str:
+def _no_run(spec: PipelineSpec, run_id: str, produced: bool = False) -> str:
+    if produced:
+        return (
+            f"run {run_id!r} was produced, but the coordinator has not published it in "
+            f"{PRODUCED_RUN_WAIT_S:.0f} s: is `fastdistill serve coordinator` running?"
+        )
     return f"no run {run_id!r} in pipeline {spec.name!r} (`fastdistill runs` lists its runs)"
+
+
+def _registered(spec: PipelineSpec, kafka: KafkaSettings, run_id: str) -> bool:
+    """Whether `produce` committed the run (its registration is on the control topic)."""
+    try:
+        return control.is_registered(kafka, spec.control_topic, run_id, timeout_s=10)
+    except TopicEndNotReached:
+        return False  # another produce's transaction still open: not known to be produced
 
 
 def runs(pipeline: PipelineOpt = None) -> None:

@@ -12,35 +12,22 @@ are emitted with what arrived (`group_missing` lists the absent indexes) or drop
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field
-
-from shared import rowjson
 from shared.fanout import CHILD_FIELDS
-from shared.step import Finished, Row, StateStore, Step, StepContext, StepParams
+from shared.gather import GatherParams, GatherStep
+from shared.step import Row
 from shared.topic_schema import row_fields
 
 
-class GroupParams(StepParams):
-    #: field -> name of the list gathering it from the children, e.g. {generation: generations}
-    collect: dict[str, str] = Field(default_factory=dict)
+class GroupParams(GatherParams):
     id_field: str = "sample_id"
-    on_missing: Literal["emit_partial", "drop"] = "emit_partial"
 
 
-class GroupGenerationsStep(Step[GroupParams]):
+class GroupGenerationsStep(GatherStep[GroupParams]):
     name: ClassVar[str] = "group_generations"
     outputs: ClassVar[tuple[str, ...]] = ("group_missing",)
-
-    def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self._ctx: StepContext | None = None
-        self._store: StateStore | None = None
-
-    def open(self, ctx: StepContext) -> None:
-        self._ctx = ctx
-        self._store = ctx.state_store("groups")
+    store: ClassVar[str] = "groups"
 
     def reads(self) -> set[str]:
         return {*CHILD_FIELDS, self.params.id_field, *self.params.collect}
@@ -57,37 +44,17 @@ class GroupGenerationsStep(Step[GroupParams]):
         return row_fields([], kept, lists, self.output_fields())
 
     def process_row(self, row: Row) -> Row | None:
-        assert self._ctx is not None and self._store is not None
         parent = row.get("parent_id")
         if parent is None:
             raise ValueError(
                 "group_generations: the row has no parent_id (it was not made by a one-to-many step)"
             )
-        key = f"{self._ctx.current_partition()}|{parent}"
-        blob = self._store.get(key)
-        held: dict[str, Row] = rowjson.loads(blob) if blob is not None else {}
-        held[str(row["generation_index"])] = row
-        if len(held) < int(row["generation_count"]):
-            self._store.put(key, rowjson.dumps(held))
-            return None
-        if blob is not None:
-            self._store.delete(key)
-        return self._group(held)
+        return self.hold(str(parent), str(row["generation_index"]), row, int(row["generation_count"]))
 
-    def finish(self, run_id: str, partition: int) -> Finished:
-        assert self._store is not None
-        done = Finished()
-        for key, blob in self._store.scan(f"{partition}|"):
-            self._store.delete(key)
-            grouped = self._group(rowjson.loads(blob))
-            if self.params.on_missing == "emit_partial":
-                done.rows.append(grouped)
-            else:
-                reason = f"children {grouped['group_missing']} of {key.split('|', 1)[1]} never arrived"
-                done.rejected.append((grouped, "GroupIncomplete", reason))
-        return done
+    def incomplete(self, row: Row, key: str) -> tuple[str, str]:
+        return "GroupIncomplete", f"children {row['group_missing']} of {key} never arrived"
 
-    def _group(self, held: dict[str, Row]) -> Row:
+    def assemble(self, held: dict[str, Row]) -> Row:
         children = [held[k] for k in sorted(held, key=int)]
         first = children[0]
         count = int(first["generation_count"])

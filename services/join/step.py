@@ -17,34 +17,23 @@ the inputs it lacked. Both are functions of what arrived, not of arrival order.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field
+from typing import Any, ClassVar
 
 from shared import rowjson
-from shared.step import Finished, Row, StateStore, Step, StepContext, StepParams
+from shared.gather import GatherParams, GatherStep
+from shared.step import Row
 from shared.topic_schema import row_fields, union_fields
 
 
-class JoinParams(StepParams):
+class JoinParams(GatherParams):
+    #: `collect` gathers a field from every input, one entry per input in `inputs` order
     by: str = "sample_id"
-    #: field -> name of the list gathering that field from every input, e.g. {generation: generations}
-    collect: dict[str, str] = Field(default_factory=dict)
-    on_missing: Literal["emit_partial", "drop"] = "emit_partial"
 
 
-class JoinStep(Step[JoinParams]):
+class JoinStep(GatherStep[JoinParams]):
     name: ClassVar[str] = "join"
     outputs: ClassVar[tuple[str, ...]] = ("join_missing",)
-
-    def __init__(self, params: StepParams | None = None, **kwargs: Any) -> None:
-        super().__init__(params, **kwargs)
-        self._ctx: StepContext | None = None
-        self._store: StateStore | None = None
-
-    def open(self, ctx: StepContext) -> None:
-        self._ctx = ctx
-        self._store = ctx.state_store("join")
+    store: ClassVar[str] = "join"
 
     def reads(self) -> set[str]:
         return {self.params.by}
@@ -70,42 +59,18 @@ class JoinStep(Step[JoinParams]):
         return row_fields([], kept, lists, self.output_fields())
 
     # -- rows ------------------------------------------------------------------------------------
-    def _key(self, row: Row) -> str:
-        assert self._ctx is not None
-        return f"{self._ctx.current_partition()}|{rowjson.row_key(row[self.params.by])}"
-
     def process_row(self, row: Row) -> Row | None:
-        assert self._ctx is not None and self._store is not None
         if row.get(self.params.by) is None:
             raise ValueError(f"join: the row has no {self.params.by!r} to join by")
-        key = self._key(row)
-        blob = self._store.get(key)
-        held: dict[str, Row] = rowjson.loads(blob) if blob is not None else {}
-        held[self._ctx.current_input()] = row
-        if len(held) < len(self._ctx.inputs):
-            self._store.put(key, rowjson.dumps(held))
-            return None
-        if blob is not None:
-            self._store.delete(key)
-        return self._merge(held)
+        key = rowjson.row_key(row[self.params.by])
+        return self.hold(key, self.ctx.current_input(), row, len(self.ctx.inputs))
 
-    def finish(self, run_id: str, partition: int) -> Finished:
-        assert self._store is not None
-        done = Finished()
-        for key, blob in self._store.scan(f"{partition}|"):
-            self._store.delete(key)
-            merged = self._merge(rowjson.loads(blob))
-            if self.params.on_missing == "emit_partial":
-                done.rows.append(merged)
-            else:
-                lacking = ", ".join(merged["join_missing"])
-                reason = f"no row from {lacking} for {self.params.by} {key.split('|', 1)[1]}"
-                done.rejected.append((merged, "JoinIncomplete", reason))
-        return done
+    def incomplete(self, row: Row, key: str) -> tuple[str, str]:
+        lacking = ", ".join(row["join_missing"])
+        return "JoinIncomplete", f"no row from {lacking} for {self.params.by} {key}"
 
-    def _merge(self, held: dict[str, Row]) -> Row:
-        assert self._ctx is not None
-        inputs = self._ctx.inputs
+    def assemble(self, held: dict[str, Row]) -> Row:
+        inputs = self.ctx.inputs
         collected = self.params.collect
         merged: Row = {}
         for stage in inputs:

@@ -31,21 +31,26 @@ REPO = Path(__file__).resolve().parents[2]
 PROBE = "FD_UP_PROBE"
 
 
-def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
+def _isolated(tmp_path: Path, mark: str) -> tuple[dict[str, str], Path, Path]:
+    """`up`'s environment (no broker, no teacher given; a cache folder of its own), and 30 seeds."""
     cache = tmp_path / "cache"
     (cache / "kafka").mkdir(parents=True)
     (cache / "kafka" / "lib").symlink_to(local_broker.ensure_jars())
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(SEEDS.read_text().splitlines(keepends=True)[:30]))
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "OPENAI_BASE_URL")}
+    return env | {"FD_CACHE_DIR": str(cache), PROBE: mark}, cache, seeds
+
+
+def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
+    mark = uuid.uuid4().hex
+    env, cache, seeds = _isolated(tmp_path, mark)
     pipeline = pipeline_copy(tmp_path, gates={})
     # 30 seeds cannot reach 1,000 rows: this one's run is rejected, and `up` says so by its exit status
     (tmp_path / "rejecting").mkdir()
     rejecting = pipeline_copy(tmp_path / "rejecting", gates={"min_total": 1000})
     port = free_port_pair()
     data_dir = cache / "kafka" / f"data-{port}"
-    mark = uuid.uuid4().hex
-    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "OPENAI_BASE_URL")}
-    env |= {"FD_CACHE_DIR": str(cache), PROBE: mark}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -109,3 +114,39 @@ def test_up_exit_when_done_stops_everything_it_started(tmp_path: Path) -> None:
         local_broker.stop_hard(port, data_dir)
         for proc in marked_processes(mark, PROBE):
             proc.kill()
+
+
+def test_up_starts_a_killed_service_again_and_the_run_is_released(tmp_path: Path) -> None:
+    """The sink SIGKILLed as soon as everything is up: the run can only be released if `up`
+    starts it again (compose's `restart: unless-stopped`), and `up` says it did."""
+    mark = uuid.uuid4().hex
+    env, cache, seeds = _isolated(tmp_path, mark)
+    pipeline = pipeline_copy(tmp_path, gates={})
+    port = free_port_pair()
+    argv = [sys.executable, "-m", "fastdistill.cli", "up", "--pipeline", str(pipeline), "--seeds", str(seeds)]
+    argv += ["--exit-when-done", "--broker-port", str(port), "--prometheus-port", "0"]
+    argv += ["--workdir", str(tmp_path / "stack"), "--timeout-s", "300"]
+    up = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said: list[str] = []
+    killed = None
+    try:
+        assert up.stderr is not None
+        for line in up.stderr:
+            said.append(line)
+            if killed is None and " processes up; logs in " in line:
+                (sink,) = [p for p in marked_processes(mark, PROBE) if p.cmdline()[-2:] == ["serve", "sink"]]
+                killed = sink.pid
+                sink.kill()
+        out = up.stdout.read() if up.stdout else ""
+        assert up.wait(60) == 0, "".join(said)[-3000:]
+    finally:
+        if up.poll() is None:
+            up.kill()
+        local_broker.stop_hard(port, cache / "kafka" / f"data-{port}")
+        for proc in marked_processes(mark, PROBE):
+            proc.kill()
+    text = "".join(said)
+    assert killed is not None, text[-3000:]
+    assert "sink exited (code -9): " in text and "; started again" in text, text[-3000:]
+    assert '"released": true' in out + text
+    assert {p.pid: describe(p) for p in marked_processes(mark, PROBE)} == {}
