@@ -10,15 +10,14 @@ the step as any other.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
+from services.llm.endpoint_client import EndpointClient
 from services.llm.http_errors import connection_cause, retry_after_s
 from shared.llm import (
-    LLMEndpoint,
     LLMRequest,
     LLMResponse,
     Overloaded,
@@ -36,17 +35,10 @@ DEFAULT_MAX_TOKENS = 1024
 PROBE_TIMEOUT_S = 5.0
 
 
-class AnthropicClient:
-    def __init__(self, endpoint: LLMEndpoint) -> None:
-        self.settings = endpoint
-        self.model = endpoint.model
-        self.endpoint = endpoint.resolved_base_url("ANTHROPIC_BASE_URL", DEFAULT_BASE_URL)
-        self._key = endpoint.api_key(KEY_ENV)
-        self._http: httpx.AsyncClient | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __repr__(self) -> str:
-        return f"AnthropicClient({self.endpoint!r}, model={self.model!r})"
+class AnthropicClient(EndpointClient[httpx.AsyncClient]):
+    url_env: ClassVar[str] = "ANTHROPIC_BASE_URL"
+    default_url: ClassVar[str] = DEFAULT_BASE_URL
+    key_env: ClassVar[str] = KEY_ENV
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
         system = [m["content"] for m in request.messages if m.get("role") == "system" and m.get("content")]
@@ -70,26 +62,25 @@ class AnthropicClient:
             body["system"] = "\n\n".join(system)
         return body
 
-    def http(self) -> httpx.AsyncClient:
-        loop = asyncio.get_running_loop()
-        if self._http is None or self._loop is not loop:
-            headers = {"anthropic-version": API_VERSION, **self.settings.headers}
-            if self._key is not None:
-                headers["x-api-key"] = self._key.get_secret_value()
-            self._http = httpx.AsyncClient(
-                base_url=self.endpoint,
-                headers=headers,
-                timeout=self.settings.request_timeout_s,
-                limits=httpx.Limits(
-                    max_connections=None, max_keepalive_connections=self.settings.max_concurrency
-                ),
-            )
-            self._loop = loop
-        return self._http
+    def _connect(self) -> httpx.AsyncClient:
+        headers = {"anthropic-version": API_VERSION, **self.settings.headers}
+        if self._key is not None:
+            headers["x-api-key"] = self._key.get_secret_value()
+        return httpx.AsyncClient(
+            base_url=self.endpoint,
+            headers=headers,
+            timeout=self.settings.request_timeout_s,
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=self.settings.max_concurrency
+            ),
+        )
+
+    async def _disconnect(self, pool: httpx.AsyncClient) -> None:
+        await pool.aclose()
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         try:
-            response = await self.http().post("/v1/messages", json=self.body(request))
+            response = await self.pool().post("/v1/messages", json=self.body(request))
         except httpx.ConnectTimeout as exc:
             raise Unreachable("connect timeout") from exc
         except httpx.TimeoutException as exc:
@@ -116,17 +107,11 @@ class AnthropicClient:
 
     async def probe(self) -> None:
         try:
-            response = await self.http().get("/v1/models", timeout=PROBE_TIMEOUT_S)
+            response = await self.pool().get("/v1/models", timeout=PROBE_TIMEOUT_S)
         except httpx.TransportError as exc:
             raise Unreachable(connection_cause(exc)) from exc
         if response.status_code >= 500:
             raise ServerFailure(f"HTTP {response.status_code}")
-
-    async def aclose(self) -> None:
-        if self._http is not None and self._loop is asyncio.get_running_loop():
-            await self._http.aclose()
-        self._http = None
-        self._loop = None
 
 
 def _message(response: httpx.Response) -> str:

@@ -30,12 +30,12 @@ class OpenAIBatchAPI:
 
     async def upload(self, jsonl: bytes) -> str:
         upload = ("batch.jsonl", jsonl, "application/jsonl")
-        created = await _call(self.client.client().files.create(file=upload, purpose="batch"))
+        created = await _call(self.client.pool().files.create(file=upload, purpose="batch"))
         return str(created.id)
 
     async def create(self, input_file_id: str, completion_window: str, metadata: dict[str, str]) -> str:
         batch = await _call(
-            self.client.client().batches.create(
+            self.client.pool().batches.create(
                 input_file_id=input_file_id,
                 endpoint=CHAT_ENDPOINT,
                 completion_window=completion_window,  # type: ignore[arg-type]
@@ -45,7 +45,7 @@ class OpenAIBatchAPI:
         return str(batch.id)
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
-        batch = await _call(self.client.client().batches.retrieve(batch_id))
+        batch = await _call(self.client.pool().batches.retrieve(batch_id))
         return BatchStatus(
             id=str(batch.id),
             status=str(batch.status),
@@ -54,11 +54,11 @@ class OpenAIBatchAPI:
         )
 
     async def recent(self) -> list[BatchFound]:
-        page = await _call(self.client.client().batches.list(limit=100))
+        page = await _call(self.client.pool().batches.list(limit=100))
         return [BatchFound(str(b.id), dict(b.metadata or {})) for b in page.data]
 
     async def content(self, file_id: str) -> bytes:
-        response = await _call(self.client.client().files.content(file_id))
+        response = await _call(self.client.pool().files.content(file_id))
         return bytes(response.content)
 
 

@@ -8,8 +8,7 @@ retries, so that every attempt is counted and an outage is told from a row's fai
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import httpx2
 import openai
@@ -17,9 +16,9 @@ import pydantic
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 from openai.types.chat import ChatCompletion
 
+from services.llm.endpoint_client import EndpointClient
 from services.llm.http_errors import connection_cause, retry_after_s
 from shared.llm import (
-    LLMEndpoint,
     LLMRequest,
     LLMResponse,
     Overloaded,
@@ -38,19 +37,10 @@ KEY_ENV = "OPENAI_API_KEY"
 PROBE_TIMEOUT_S = 5.0
 
 
-class OpenAIClient:
-    def __init__(self, endpoint: LLMEndpoint) -> None:
-        self.settings = endpoint
-        self.model = endpoint.model
-        # Normalised, so spellings of one URL are one cache.
-        self.endpoint = endpoint.resolved_base_url("OPENAI_BASE_URL", DEFAULT_BASE_URL)
-        # Read once, at construction (the step's open): a named variable that is unset fails there.
-        self._key = endpoint.api_key(KEY_ENV)
-        self._client: AsyncOpenAI | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def __repr__(self) -> str:
-        return f"OpenAIClient({self.endpoint!r}, model={self.model!r})"  # never the key
+class OpenAIClient(EndpointClient[AsyncOpenAI]):
+    url_env: ClassVar[str] = "OPENAI_BASE_URL"
+    default_url: ClassVar[str] = DEFAULT_BASE_URL
+    key_env: ClassVar[str] = KEY_ENV
 
     def body(self, request: LLMRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, "messages": request.messages, **request.settings}
@@ -58,26 +48,25 @@ class OpenAIClient:
             body["response_format"] = request.response_format
         return body
 
-    def client(self) -> AsyncOpenAI:
-        loop = asyncio.get_running_loop()
-        if self._client is None or self._loop is not loop:
-            s = self.settings
-            self._client = AsyncOpenAI(
-                base_url=self.endpoint,
-                # The SDK insists on a key; local servers ignore it.
-                api_key=self._key.get_secret_value() if self._key is not None else "sk-local",
-                max_retries=0,
+    def _connect(self) -> AsyncOpenAI:
+        s = self.settings
+        return AsyncOpenAI(
+            base_url=self.endpoint,
+            # The SDK insists on a key; local servers ignore it.
+            api_key=self._key.get_secret_value() if self._key is not None else "sk-local",
+            max_retries=0,
+            timeout=s.request_timeout_s,
+            default_headers=dict(s.headers) or None,
+            # As many idle connections kept as requests may be in flight: the default keeps
+            # 100, so above that every request beyond opens (and later drops) a connection.
+            http_client=DefaultAsyncHttpxClient(
+                limits=httpx2.Limits(max_connections=None, max_keepalive_connections=s.max_concurrency),
                 timeout=s.request_timeout_s,
-                default_headers=dict(s.headers) or None,
-                # As many idle connections kept as requests may be in flight: the default keeps
-                # 100, so above that every request beyond opens (and later drops) a connection.
-                http_client=DefaultAsyncHttpxClient(
-                    limits=httpx2.Limits(max_connections=None, max_keepalive_connections=s.max_concurrency),
-                    timeout=s.request_timeout_s,
-                ),
-            )
-            self._loop = loop
-        return self._client
+            ),
+        )
+
+    async def _disconnect(self, pool: AsyncOpenAI) -> None:
+        await pool.close()
 
     async def complete(self, request: LLMRequest) -> LLMResponse:
         timeout = self.settings.request_timeout_s
@@ -85,7 +74,7 @@ class OpenAIClient:
             # `post` rather than `chat.completions.create`: the typed method re-walks the params
             # against its TypedDicts (~0.5 ms a request, a quarter of the client's CPU at 32 in
             # flight) to produce the plain JSON `body` already is. Same auth, errors and parsing.
-            response = await self.client().post(
+            response = await self.pool().post(
                 "/chat/completions",
                 cast_to=ChatCompletion,
                 body=self.body(request),
@@ -137,18 +126,12 @@ class OpenAIClient:
     async def probe(self) -> None:
         """GET /models: any answer below 500 means the server is there (even a 401 or a 404)."""
         try:
-            await self.client().get("/models", cast_to=httpx2.Response, options={"timeout": PROBE_TIMEOUT_S})
+            await self.pool().get("/models", cast_to=httpx2.Response, options={"timeout": PROBE_TIMEOUT_S})
         except openai.APIStatusError as exc:
             if exc.status_code >= 500:
                 raise ServerFailure(f"HTTP {exc.status_code}: {exc.message}") from exc
         except openai.APIConnectionError as exc:  # APITimeoutError included
             raise Unreachable(connection_cause(exc)) from exc
-
-    async def aclose(self) -> None:
-        if self._client is not None and self._loop is asyncio.get_running_loop():
-            await self._client.close()
-        self._client = None
-        self._loop = None
 
 
 def status_error(status: int, message: str) -> Exception:
