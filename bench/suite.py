@@ -21,6 +21,7 @@ from bench.passthrough import run_passthrough
 from bench.teacher import SimWindow, StandaloneSim
 from fastdistill.plan import PipelinePlan
 from shared.pipeline import SEEDS_STAGE, PipelineSpec
+from shared.step import Row
 
 log = logging.getLogger("bench")
 
@@ -255,20 +256,21 @@ def load_avg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def _teacher_seeds(opts: Options, name: str, n: int) -> tuple[Path, list[Row], list[Row]]:
+    """`n` distinct seeds written as the simulator's answer book, their rows, and warm-up rows
+    (other seeds: a warm-up must not fill the cache the measured rows then hit)."""
+    work = opts.workdir / "data"
+    book = seeds.write_jsonl(seeds.generate(n, duplicate_rate=0.0, prefix=name), work / f"{name}-seeds.jsonl")
+    warm = seeds.generate(
+        opts.sizes.teacher_warmup_rows, duplicate_rate=0.0, seed=1, prefix="warmup", offset=10**7
+    )
+    warmup = seeds.load_rows(seeds.write_jsonl(warm, work / f"{name}-warmup.jsonl"), "warmup")
+    return book, seeds.load_rows(book, "measured"), warmup
+
+
 def _teacher_section(opts: Options) -> dict[str, Any]:
     sizes, work = opts.sizes, opts.workdir
-    records = seeds.generate(sizes.teacher_rows, duplicate_rate=0.0, prefix="teacher")
-    book = seeds.write_jsonl(records, work / "data" / "teacher-seeds.jsonl")
-    rows = seeds.load_rows(book, "measured")
-    warmup = seeds.load_rows(
-        seeds.write_jsonl(
-            seeds.generate(
-                sizes.teacher_warmup_rows, duplicate_rate=0.0, seed=1, prefix="warmup", offset=10**7
-            ),
-            work / "data" / "teacher-warmup.jsonl",
-        ),
-        "warmup",
-    )
+    book, rows, warmup = _teacher_seeds(opts, "teacher", sizes.teacher_rows)
     runs: list[dict[str, Any]] = []
     for latency in sizes.latencies:
         for c in sizes.concurrencies:
@@ -297,18 +299,7 @@ def _teacher_section(opts: Options) -> dict[str, Any]:
 def _replay_section(opts: Options) -> dict[str, Any]:
     """A run of `replay_rows` through the teacher, then the same seeds under a new run id."""
     sizes, work = opts.sizes, opts.workdir
-    records = seeds.generate(sizes.replay_rows, duplicate_rate=0.0, prefix="replay")
-    book = seeds.write_jsonl(records, work / "data" / "replay-seeds.jsonl")
-    rows = seeds.load_rows(book, "measured")
-    warmup = seeds.load_rows(
-        seeds.write_jsonl(
-            seeds.generate(
-                sizes.teacher_warmup_rows, duplicate_rate=0.0, seed=1, prefix="warmup", offset=10**7
-            ),
-            work / "data" / "replay-warmup.jsonl",
-        ),
-        "warmup",
-    )
+    book, rows, warmup = _teacher_seeds(opts, "replay", sizes.replay_rows)
     first = teacher.run_teacher(
         work,
         opts.bootstrap,

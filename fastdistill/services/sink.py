@@ -51,10 +51,19 @@ from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
 from shared.runtime.markers import MarkerTracker
 from shared.runtime.poll_loop import PollLoop
+from shared.runtime.watchdog import watchdog
 from shared.serde import AvroSerde, UndecodableMessage
 from shared.topic_schema import dataset_columns
 
 log = logging.getLogger(__name__)
+
+#: Offsets not committed for this long while commits fail: the consumer is rebuilt. A broker
+#: frozen (SIGSTOP) past every session left librdkafka's consumer waiting for its group
+#: coordinator for good ("Commit failed: Local: Waiting for coordinator" every 7 s for minutes)
+#: while a new consumer of the same group commits at once.
+COMMIT_STUCK_S = 30.0
+#: /healthz says not ok when the loop has not turned for this long
+HEALTH_LOOP_LIMIT_S = 30.0
 
 #: glibc's mallopt parameter and the size from which allocations get their own mapping.
 _M_MMAP_THRESHOLD = -3
@@ -128,6 +137,10 @@ class SinkService:
         self.run_states: dict[str, bytes] = {}
         self.released: set[str] = set()
         self.loop = PollLoop()
+        #: when offsets were last committed (or there were none to commit)
+        self.committed_at = time.monotonic()
+        #: (topic, partition) -> where reading started (the committed offset), for a rebuild
+        self.started_at: dict[tuple[str, int], int] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def run(self) -> None:
@@ -135,7 +148,11 @@ class SinkService:
         # hands it back, which keeps a long-lived sink's RSS flat from run to run.
         pa.set_memory_pool(pa.system_memory_pool())
         _fixed_mmap_threshold()
-        async with serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop):
+        limit = self.settings.stall_limit_s
+        async with (
+            serving(self.settings.metrics_host, self.settings.metrics_port, self.health, self.stop),
+            watchdog("sink", lambda: self.problem(limit, limit)),
+        ):
             # Everything not finished is re-read from the committed offsets, so its staging must go.
             shutil.rmtree(self.staging, ignore_errors=True)
             self.consumer: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
@@ -153,14 +170,11 @@ class SinkService:
                     stage_input.partitions = clients.partition_count(self.consumer, topic)
                     assignment += [TopicPartition(topic, p) for p in range(stage_input.partitions)]
                 committed = committed_offsets(self.consumer, assignment)
-                self.consumer.assign(
-                    [
-                        TopicPartition(
-                            tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-                        )
-                        for tp in committed
-                    ]
-                )
+                self.started_at = {
+                    (tp.topic, tp.partition): tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
+                    for tp in committed
+                }
+                self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in self.started_at.items()])
                 self.gates.assign([TopicPartition(self.spec.gates_topic, 0, OFFSET_BEGINNING)])
                 runs_partitions = clients.partition_count(self.states, self.spec.runs_topic)
                 self.states.assign(
@@ -190,7 +204,17 @@ class SinkService:
         self.loop.stop()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self.loop.stalled_for() < 30, "step": "sink", "open_runs": len(self.runs)}
+        # Not ok once a rebuilt consumer could not commit either.
+        problem = self.problem(HEALTH_LOOP_LIMIT_S, 2 * COMMIT_STUCK_S)
+        return {"ok": problem is None, "step": "sink", "stalled": problem, "open_runs": len(self.runs)}
+
+    def problem(self, loop_limit_s: float, commit_limit_s: float) -> str | None:
+        """Why the sink makes no progress (its loop stopped, or no commit succeeds), or None."""
+        if (stalled := self.loop.stalled_for()) > loop_limit_s:
+            return f"loop stalled for {stalled:.0f} s (limit {loop_limit_s:.0f} s)"
+        if (uncommitted := time.monotonic() - self.committed_at) > commit_limit_s:
+            return f"no offsets committed for {uncommitted:.0f} s (limit {commit_limit_s:.0f} s)"
+        return None
 
     # -- data ----------------------------------------------------------------------------------
     def _on_message(self, msg: Message) -> None:
@@ -371,3 +395,26 @@ class SinkService:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:  # retried on the next round; the offsets only grow
                 log.warning("sink commit: %s", exc)
+                if (uncommitted := time.monotonic() - self.committed_at) > COMMIT_STUCK_S:
+                    self._rebuild_consumer(f"no commit for {uncommitted:.0f} s: {exc}")
+                return
+        self.committed_at = time.monotonic()
+
+    def _rebuild_consumer(self, why: str) -> None:
+        """A new consumer of the same group, reading on from where the old one was: what was
+        read and not committed stays staged, and the next commit covers it."""
+        log.warning("sink: rebuilding its consumer: %s", why)
+        resume = {
+            (tp.topic, tp.partition): tp.offset
+            if tp.offset >= 0
+            else self.started_at[(tp.topic, tp.partition)]
+            for tp in self.consumer.position(self.consumer.assignment())
+        }
+        try:
+            self.consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.warning("sink: closing the old consumer: %s", exc)
+        self.consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+        self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in resume.items()])
+        self.started_at = resume
+        self.committed_at = time.monotonic()  # the new consumer gets its own COMMIT_STUCK_S

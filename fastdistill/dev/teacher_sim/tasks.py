@@ -98,20 +98,18 @@ def rating_answer(seed: int, prompt: str, attempt: int, malformed_rate: float) -
     response = prompt.split("Response:", 1)[-1].split("\n\n", 1)[0].strip()
     value = low + round(quality(seed, response) * (high - low))
     why = _rationale(seed, prompt)
-    if unit(seed, "judge-malformed", prompt, attempt) < malformed_rate:
-        bad = (
-            "I think this response is quite good overall.",
-            f"Rating: excellent\nRationale: {why}",
-            f"Rating: {high + 4:g}\nRationale: {why}",
-        )
-        return bad[pick(unit(seed, "judge-bad", prompt, attempt), len(bad))], False
+    bad = (
+        "I think this response is quite good overall.",
+        f"Rating: excellent\nRationale: {why}",
+        f"Rating: {high + 4:g}\nRationale: {why}",
+    )
     good = (
         f"Rating: {value:g}\nRationale: {why}",
         f"**Rating:** {value:g}/{high:g}\n\nRationale: {why}",
         f"Score: {value:g} out of {high:g}. Feedback: {why}",
         f"Feedback: {why} [RESULT] {value:g}",
     )
-    return good[pick(unit(seed, "judge-form", prompt), len(good))], True
+    return _judge_form(seed, prompt, attempt, malformed_rate, bad, good)
 
 
 def ranking_answer(seed: int, prompt: str, attempt: int, malformed_rate: float) -> tuple[str, bool]:
@@ -119,18 +117,26 @@ def ranking_answer(seed: int, prompt: str, attempt: int, malformed_rate: float) 
     order = sorted(range(len(found)), key=lambda i: (-quality(seed, found[i]), i))
     labels = [str(i + 1) for i in order]
     why = _rationale(seed, prompt)
-    if unit(seed, "judge-malformed", prompt, attempt) < malformed_rate:
-        bad = (
-            "Both responses have their merits.",
-            f"Ranking: {len(found) + 5} > 1\nRationale: {why}",
-            f"Ranking: 1 > 1\nRationale: {why}",
-        )
-        return bad[pick(unit(seed, "judge-bad", prompt, attempt), len(bad))], False
+    bad = (
+        "Both responses have their merits.",
+        f"Ranking: {len(found) + 5} > 1\nRationale: {why}",
+        f"Ranking: 1 > 1\nRationale: {why}",
+    )
     good = (
         f"Ranking: {' > '.join(labels)}\nRationale: {why}",
         f"{' > '.join(f'[{label}]' for label in labels)}\n{why}",
         f"Best: {labels[0]}\nRationale: {why}",
     )
+    return _judge_form(seed, prompt, attempt, malformed_rate, bad, good)
+
+
+def _judge_form(
+    seed: int, prompt: str, attempt: int, malformed_rate: float, bad: tuple[str, ...], good: tuple[str, ...]
+) -> tuple[str, bool]:
+    """One of the unreadable answers (at `malformed_rate`, drawn anew at each attempt), else one
+    of the readable forms a real judge writes (the same for a prompt at every attempt)."""
+    if unit(seed, "judge-malformed", prompt, attempt) < malformed_rate:
+        return bad[pick(unit(seed, "judge-bad", prompt, attempt), len(bad))], False
     return good[pick(unit(seed, "judge-form", prompt), len(good))], True
 
 
