@@ -273,7 +273,7 @@ def test_api_key_comes_from_the_named_environment_variable(monkeypatch: pytest.M
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
     async def key(endpoint: LLMEndpoint) -> str:
-        return OpenAIClient(endpoint).client().api_key
+        return OpenAIClient(endpoint).pool().api_key
 
     assert asyncio.run(key(LLMEndpoint())) == "sk-local"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
@@ -295,8 +295,8 @@ def test_a_client_per_event_loop() -> None:
     client = OpenAIClient(LLMEndpoint(base_url="http://127.0.0.1:9/v1"))
 
     async def get() -> object:
-        assert client.client() is client.client()
-        return client.client()
+        assert client.pool() is client.pool()
+        return client.pool()
 
     first = asyncio.run(get())
     assert asyncio.run(get()) is not first
