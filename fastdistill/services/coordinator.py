@@ -29,7 +29,7 @@ from shared import metrics
 from shared.config import KafkaSettings, ServiceSettings
 from shared.kafka import clients, control
 from shared.kafka.group import GroupMember
-from shared.kafka.state import committed_offsets, read_compacted
+from shared.kafka.state import read_compacted
 from shared.kafka.transactions import TransactionalProducer
 from shared.runtime.dead_letter import DEAD_LETTER_SCHEMA, dead_letter
 from shared.runtime.health import serving
@@ -374,7 +374,7 @@ class CoordinatorService:
         for attempt in range(1, 1_000_000):
             try:
                 self._restore()
-                for tp in committed_offsets(self.consumer, assignment):
+                for tp in self.consumer.committed(assignment, timeout=10):
                     self.consumer.seek(TopicPartition(tp.topic, tp.partition, max(tp.offset, 0)))
                 return
             except KafkaException as exc:

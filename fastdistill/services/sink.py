@@ -155,7 +155,7 @@ class SinkService:
         ):
             # Everything not finished is re-read from the committed offsets, so its staging must go.
             shutil.rmtree(self.staging, ignore_errors=True)
-            self.consumer: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+            self.consumer: Consumer = self._new_consumer()
             self.gates: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-gates")
             self.states: Consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink-runs")
             # Dead letters are flushed before the offsets past them are committed: at least once.
@@ -400,6 +400,10 @@ class SinkService:
                 return
         self.committed_at = time.monotonic()
 
+    def _new_consumer(self) -> Consumer:
+        """A consumer of the sink's group (its offsets say what is released or staged)."""
+        return clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+
     def _rebuild_consumer(self, why: str) -> None:
         """A new consumer of the same group, reading on from where the old one was: what was
         read and not committed stays staged, and the next commit covers it."""
@@ -414,7 +418,7 @@ class SinkService:
             self.consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.warning("sink: closing the old consumer: %s", exc)
-        self.consumer = clients.consumer(self.kafka, f"fd.{self.spec.name}.sink")
+        self.consumer = self._new_consumer()
         self.consumer.assign([TopicPartition(t, p, o) for (t, p), o in resume.items()])
         self.started_at = resume
         self.committed_at = time.monotonic()  # the new consumer gets its own COMMIT_STUCK_S
